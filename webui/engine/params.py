@@ -1,0 +1,58 @@
+"""The one typed request that the UI, the CLI, the API and the infotext codec share."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# A1111's UI limits (modules/ui.py); the same bounds guard the CLI and the API.
+SIZE_MIN, SIZE_MAX, SIZE_STEP = 64, 2048, 8
+STEPS_MAX = 150
+CFG_MAX = 30.0
+BATCH_SIZE_MAX = 8
+BATCH_COUNT_MAX = 100
+SEED_MAX = 2**32 - 1
+
+
+class InvalidParams(ValueError):
+    """A request field is out of range; the message names the field and the allowed range."""
+
+
+@dataclass
+class GenerationParams:
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 20
+    sampler_name: str = "Euler a"
+    scheduler: str = "Automatic"
+    cfg_scale: float = 7.0
+    seed: int = -1  # -1 = random
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    n_iter: int = 1  # "Batch count"
+    # The checkpoint: a name, title, hash or path to load; on written infotext, the loaded model's name.
+    model: str | None = None
+    model_hash: str | None = None
+    # Infotext fields this version does not model, verbatim and in order (e.g. "Hires upscale", "Version").
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def replace(self, **changes) -> GenerationParams:
+        return dataclasses.replace(self, extra=dict(self.extra), **changes)
+
+    def validate(self) -> GenerationParams:
+        """Raise InvalidParams with a message a user can act on; return self for chaining."""
+        def check_range(name, value, lo, hi):
+            if not lo <= value <= hi:
+                raise InvalidParams(f"{name} must be between {lo} and {hi}, got {value}")
+
+        check_range("steps", self.steps, 1, STEPS_MAX)
+        check_range("CFG scale", self.cfg_scale, 0.0, CFG_MAX)
+        check_range("batch size", self.batch_size, 1, BATCH_SIZE_MAX)
+        check_range("batch count", self.n_iter, 1, BATCH_COUNT_MAX)
+        for name, value in (("width", self.width), ("height", self.height)):
+            check_range(name, value, SIZE_MIN, SIZE_MAX)
+            if value % SIZE_STEP:
+                raise InvalidParams(f"{name} must be a multiple of {SIZE_STEP}, got {value}")
+        if self.seed != -1:
+            check_range("seed", self.seed, 0, SEED_MAX)
+        return self
