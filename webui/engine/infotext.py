@@ -1,0 +1,149 @@
+"""A1111 1.10 "infotext": the `parameters` text stored in PNGs, written and read as A1111 does.
+
+Layout: prompt, an optional "Negative prompt: ..." part, then one line of `Key: value` fields.
+The writer reproduces `processing.create_infotext` byte for byte; the reader reproduces
+`infotext_utils.parse_generation_parameters`, minus the settings defaults it fills in.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from .params import GenerationParams
+
+VERSION = "gouache-0.1.0"
+
+# processing.create_infotext's fixed field order in 1.10.1; p.extra_generation_params follows it.
+FIXED_KEYS = (
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed", "Face restoration",
+    "Size", "Model hash", "Model", "FP8 weight", "Cache FP16 weight for LoRA", "VAE hash", "VAE",
+    "Variation seed", "Variation seed strength", "Seed resize from", "Denoising strength",
+    "Conditional mask weight", "Clip skip", "ENSD", "Token merging ratio", "Token merging ratio hr",
+    "Init image hash", "RNG", "Tiling",
+)
+TAIL_KEYS = ("Version", "User")
+
+# infotext_utils.re_param, verbatim: `Key: value` or `Key: "json string"`, comma-separated.
+_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_RE_BARE_KEY = re.compile(r"\w[\w \-/]*")
+_RE_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_NEG_PREFIX = "Negative prompt:"
+
+
+def _str(v) -> str:
+    # The UI writes CFG scale 7.0 as "7" (gradio hands over an int); keep that form.
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _field(key: str, value) -> str:
+    v = _str(value)
+    if v == key:  # A1111 writes a bare key when key == value
+        return key
+    # A1111's quote(): JSON-quote values with `,`, `\n` or `:`. We also quote a value starting with
+    # `"` or whitespace, which the reader would otherwise json-decode or strip (A1111 reads it fine).
+    if any(c in v for c in ",\n:") or v[:1] == '"' or v[:1].isspace():
+        v = json.dumps(v, ensure_ascii=False)
+    return f"{key}: {v}"
+
+
+def format_infotext(params: GenerationParams) -> str:
+    """One image's infotext, as A1111 1.10.1 writes it."""
+    p = params
+    typed = {"Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler,
+             "CFG scale": p.cfg_scale, "Seed": p.seed, "Size": f"{p.width}x{p.height}",
+             "Model hash": p.model_hash, "Model": p.model}
+    fields = {k: typed.get(k) for k in FIXED_KEYS}
+    # Like A1111's `**p.extra_generation_params`: a fixed key keeps its place and takes extra's value
+    # (so an unconvertible `Steps: abc` read back into extra is written back verbatim); others append.
+    fields.update((k, v) for k, v in p.extra.items() if k not in TAIL_KEYS)
+    fields["Version"] = p.extra.get("Version", VERSION)
+    fields["User"] = p.extra.get("User")
+    line = ", ".join(_field(k, v) for k, v in fields.items() if v is not None)
+    neg = f"\n{_NEG_PREFIX} {p.negative_prompt}" if p.negative_prompt else ""
+    return f"{p.prompt}{neg}\n{line}".strip()
+
+
+def _unquote(v: str) -> str:
+    if len(v) >= 2 and v[0] == v[-1] == '"':
+        try:
+            return str(json.loads(v))
+        except ValueError:
+            pass  # A1111 keeps the raw text
+    return v
+
+
+def _parse_fields(line: str) -> list[tuple[str, str]] | None:
+    """The (key, value) pairs of a params line, or None when it is not one (< 3 matches, as A1111)."""
+    if line.count(":") < 3:  # each match needs its own ':'; skips the regex on ordinary prompt lines
+        return None
+    matches = list(_RE_PARAM.finditer(line))
+    if len(matches) < 3:
+        return None
+    fields, pos = [], 0
+    for m in [*matches, None]:
+        # Text between matches holds the bare keys (key == value) that A1111's findall skips.
+        gap = line[pos:m.start() if m else len(line)]
+        fields += [(k, k) for k in (s.strip() for s in gap.split(",")) if _RE_BARE_KEY.fullmatch(k)]
+        if m:
+            fields.append((m[1], _unquote(m[2])))
+            pos = m.end()
+    return fields
+
+
+def _size(v: str) -> dict:
+    w, h = _RE_SIZE.match(v).groups()  # AttributeError when it is not WxH: stays in extra
+    return {"width": int(w), "height": int(h)}
+
+
+# Infotext key -> typed fields; a converter that raises leaves the value in `extra`.
+_TYPED = {
+    "Steps": lambda v: {"steps": int(v)},
+    "Sampler": lambda v: {"sampler_name": v},
+    "Schedule type": lambda v: {"scheduler": v},
+    "CFG scale": lambda v: {"cfg_scale": float(v)},
+    "Seed": lambda v: {"seed": int(v)},
+    "Size": _size,
+    "Model hash": lambda v: {"model_hash": v},
+    "Model": lambda v: {"model": v},
+}
+
+
+def parse_infotext(text: str) -> GenerationParams:
+    """A1111's reader; never raises: unreadable text becomes the prompt, unreadable fields go to extra."""
+    lines = (text or "").strip().split("\n")
+    fields = _parse_fields(lines[-1])
+    if fields is not None:
+        lines.pop()
+    prompt, neg = "\n".join(lines), ""
+    for i, line in enumerate(lines):
+        if line.strip().startswith(_NEG_PREFIX):  # A1111 strips each line before this test
+            prompt = "\n".join(lines[:i])
+            neg = "\n".join([line.strip()[len(_NEG_PREFIX):].strip(), *lines[i + 1:]])
+            break
+    # Missing Schedule type reads as "Automatic", A1111's reader default (also the dataclass default).
+    p = GenerationParams(prompt=prompt, negative_prompt=neg, scheduler="Automatic")
+    for k, v in fields or ():
+        try:
+            changes = _TYPED[k](v) if k in _TYPED else None
+        except (ValueError, AttributeError):
+            changes = None
+        if changes is None:
+            p.extra[k] = v
+        else:
+            p.extra.pop(k, None)  # a later valid duplicate wins, as in A1111's dict
+            for name, value in changes.items():
+                setattr(p, name, value)
+    return p
+
+
+def read_png_infotext(path) -> str | None:
+    """The PNG's `parameters` text chunk (tEXt or iTXt), or None when it has none."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        text = im.info.get("parameters")
+        if text is None and hasattr(im, "text"):
+            text = im.text.get("parameters")  # chunks after IDAT are only read on load
+    return None if text is None else str(text)
