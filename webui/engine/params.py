@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .errors import UserError
+
 # A1111's UI limits (modules/ui.py); the same bounds guard the CLI and the API.
 SIZE_MIN, SIZE_MAX, SIZE_STEP = 64, 2048, 8
 STEPS_MAX = 150
@@ -13,7 +15,7 @@ BATCH_COUNT_MAX = 100
 SEED_MAX = 2**32 - 1
 
 
-class InvalidParams(ValueError):
+class InvalidParams(UserError, ValueError):
     """A request field is out of range; the message names the field and the allowed range."""
 
 
@@ -37,7 +39,8 @@ class GenerationParams:
     extra: dict[str, str] = field(default_factory=dict)
 
     def replace(self, **changes) -> GenerationParams:
-        return dataclasses.replace(self, extra=dict(self.extra), **changes)
+        changes.setdefault("extra", dict(self.extra))
+        return dataclasses.replace(self, **changes)
 
     def validate(self) -> GenerationParams:
         """Raise InvalidParams with a message a user can act on; return self for chaining."""

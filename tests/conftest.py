@@ -1,0 +1,49 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory) -> dict[str, Path]:
+    """The same tiny random model written as .safetensors and as .ckpt (built once per session)."""
+    from webui.engine.tiny import make_tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny")
+    return {
+        "safetensors": make_tiny_checkpoint(folder / "tiny.safetensors", seed=0),
+        "ckpt": make_tiny_checkpoint(folder / "tiny.ckpt", seed=0),
+        "other": make_tiny_checkpoint(folder / "other.safetensors", seed=1),
+    }
+
+
+@pytest.fixture
+def data_dir(tmp_path, tiny_files) -> Path:
+    """A fresh data dir with models/Stable-diffusion/tiny.safetensors in it."""
+    ckpt_dir = tmp_path / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    shutil.copy(tiny_files["safetensors"], ckpt_dir / "tiny.safetensors")
+    return tmp_path
+
+
+@pytest.fixture
+def manager(data_dir):
+    from webui.engine.manager import PipelineManager
+
+    m = PipelineManager(data_dir / "models" / "Stable-diffusion", data_dir, device="cpu")
+    m.load("tiny")
+    return m
+
+
+def small(**kw):
+    """A fast request: 64×64, few steps."""
+    from webui.engine.params import GenerationParams
+
+    defaults = dict(prompt="a cat", negative_prompt="ugly", steps=6, width=64, height=64, seed=1234)
+    defaults.update(kw)
+    return GenerationParams(**defaults)

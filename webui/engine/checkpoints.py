@@ -1,0 +1,158 @@
+"""Find checkpoint files, hash them as A1111 does, and read them safely into a state dict."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+
+class CheckpointError(UserError):
+    """A checkpoint cannot be found or read; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    name: str  # path relative to the checkpoint folder, with suffix: A1111's "name"
+
+    @property
+    def model_name(self) -> str:
+        """What infotext writes as `Model:`: the name without suffix, folders joined by "_" as A1111."""
+        return os.path.splitext(self.name.replace("/", "_").replace("\\", "_"))[0]
+
+    @classmethod
+    def from_path(cls, path: Path, root: Path | None = None) -> CheckpointInfo:
+        path = Path(path).resolve()
+        try:
+            name = path.relative_to(root.resolve()).as_posix() if root else path.name
+        except ValueError:
+            name = path.name
+        return cls(path=path, name=name)
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[CheckpointInfo]:
+    """Every checkpoint under ckpt_dir (recursive), sorted by name."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [
+        CheckpointInfo.from_path(p, ckpt_dir)
+        for p in ckpt_dir.rglob("*")
+        if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()
+    ]
+    return sorted(found, key=lambda c: c.name.lower())
+
+
+def resolve_checkpoint(query: str, ckpt_dir: Path, hashes: HashCache | None = None) -> CheckpointInfo:
+    """A path, or a name / model name / title / short hash of a file in ckpt_dir."""
+    path = Path(query).expanduser()
+    if path.is_file():
+        return CheckpointInfo.from_path(path, ckpt_dir)
+    candidates = list_checkpoints(ckpt_dir)
+    bare = query.split(" [")[0]  # a dropdown title "name [hash]"
+    for info in candidates:
+        if bare in (info.name, info.model_name, Path(info.name).name, Path(info.name).stem):
+            return info
+    if hashes is not None and len(query) >= 8:
+        for info in candidates:
+            cached = hashes.cached(info.path)
+            if cached and cached.startswith(query.lower()):
+                return info
+    known = ", ".join(c.name for c in candidates) or f"none: put .safetensors or .ckpt files in {ckpt_dir}"
+    raise CheckpointError(f"checkpoint not found: {query!r} (known checkpoints: {known})")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or .ckpt file; a .ckpt is unpickled with weights_only, never running code."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state_dict = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {path.name}: not a valid .safetensors file ({e})") from e
+    elif suffix == ".ckpt":
+        try:
+            state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(
+                f"refused to load {path.name}: it contains Python objects other than tensors, and unpickling "
+                f"them could run code. Use a .safetensors version of this model."
+            ) from e
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise CheckpointError(f"cannot read {path.name}: not a valid .ckpt file ({e})") from e
+        if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
+            state_dict = state_dict["state_dict"]
+    else:
+        raise CheckpointError(f"cannot read {path.name}: expected .safetensors or .ckpt")
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"cannot read {path.name}: it holds no state dict")
+    return {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+
+
+class HashCache:
+    """sha256 of whole files, cached on disk by path, size and mtime (A1111's cache.json idea)."""
+
+    def __init__(self, cache_file: Path):
+        self.cache_file = Path(cache_file)
+        self._lock = threading.Lock()
+        try:
+            self._entries = json.loads(self.cache_file.read_text())
+        except (OSError, ValueError):
+            self._entries = {}
+
+    @staticmethod
+    def _stamp(path: Path) -> list:
+        st = path.stat()
+        return [st.st_size, st.st_mtime]
+
+    def cached(self, path: Path) -> str | None:
+        path = Path(path).resolve()
+        entry = self._entries.get(str(path))
+        try:
+            if entry and entry["stamp"] == self._stamp(path):
+                return entry["sha256"]
+        except OSError:
+            pass
+        return None
+
+    def sha256(self, path: Path) -> str:
+        path = Path(path).resolve()
+        if found := self.cached(path):
+            return found
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        sha = digest.hexdigest()
+        with self._lock:
+            self._entries[str(path)] = {"stamp": self._stamp(path), "sha256": sha}
+            self._save()
+        return sha
+
+    def _save(self):
+        try:
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._entries, indent=1))
+            os.replace(tmp, self.cache_file)
+        except OSError:
+            pass  # a read-only data dir only costs re-hashing
+
+
+def short_hash(sha256: str) -> str:
+    """A1111's "Model hash": the first 10 hex digits of the file's sha256."""
+    return sha256[:10]

@@ -1,0 +1,54 @@
+"""Saving generated images: A1111's folder layout and numbering, with the infotext embedded."""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+_counter_lock = threading.Lock()
+_leading_number = re.compile(r"^(\d+)")
+
+
+def next_counter(folder: Path) -> int:
+    """One more than the largest leading number of a file in folder (A1111's counter)."""
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _leading_number.match(p.name))]
+    return max(numbers, default=-1) + 1
+
+
+def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today: datetime.date | None = None
+               ) -> Path:
+    """Write outdir/YYYY-MM-DD/NNNNN-SEED.png with a `parameters` text chunk and return its path.
+
+    Written to a temp file first and linked into place, so a reader never sees half a PNG and an existing
+    file is never overwritten (a taken number moves on to the next)."""
+    folder = Path(outdir) / (today or datetime.date.today()).isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = PngInfo()
+    meta.add_text("parameters", infotext)
+    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=meta)
+        with _counter_lock:
+            counter = next_counter(folder)
+            while True:
+                target = folder / f"{counter:05d}-{seed}.png"
+                try:
+                    os.link(tmp, target)
+                    return target
+                except FileExistsError:
+                    counter += 1
+                except OSError:  # no hard links on this filesystem: the lock still keeps numbers unique
+                    if not target.exists():
+                        os.replace(tmp, target)
+                        open(tmp, "wb").close()  # for the unlink below
+                        return target
+                    counter += 1
+    finally:
+        os.unlink(tmp)

@@ -1,0 +1,83 @@
+"""The model as k-diffusion sees it: denoised = D(x, sigma), with classifier-free guidance wrapped around it."""
+from __future__ import annotations
+
+import torch
+
+
+def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
+    """The training noise schedule, computed in float64 as LDM does, then kept in float32."""
+    n = scheduler_config["num_train_timesteps"]
+    start, end = scheduler_config["beta_start"], scheduler_config["beta_end"]
+    kind = scheduler_config.get("beta_schedule", "scaled_linear")
+    if kind == "scaled_linear":
+        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+    elif kind == "linear":
+        betas = torch.linspace(start, end, n, dtype=torch.float64)
+    else:
+        raise ValueError(f"unsupported beta schedule {kind!r}")
+    return torch.cumprod(1 - betas, dim=0).to(torch.float32)
+
+
+class DiscreteEpsDenoiser:
+    """An epsilon-predicting UNet over its 1000 training timesteps, in k-diffusion's sigma parameterisation
+    (CompVisDenoiser semantics: sigmas from alphas_cumprod, log-sigma interpolation between timesteps)."""
+
+    def __init__(self, unet, alphas_cumprod: torch.Tensor):
+        self.unet = unet
+        alphas_cumprod = alphas_cumprod.to(torch.float32)
+        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+        self.log_sigmas = self.sigmas.log()
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        log_sigma = sigma.log()
+        dists = log_sigma - self.log_sigmas[:, None]
+        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
+        high_idx = low_idx + 1
+        low, high = self.log_sigmas[low_idx], self.log_sigmas[high_idx]
+        w = ((low - log_sigma) / (low - high)).clamp(0, 1)
+        return ((1 - w) * low_idx + w * high_idx).view(sigma.shape)
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.float()
+        low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
+        return ((1 - w) * self.log_sigmas[low_idx] + w * self.log_sigmas[high_idx]).exp()
+
+    def get_sigmas(self, n: int) -> torch.Tensor:
+        """The model's own schedule: n timesteps evenly spaced from the last to the first, then 0."""
+        t = torch.linspace(len(self.sigmas) - 1, 0, n)
+        return torch.cat([self.t_to_sigma(t), t.new_zeros([1])])
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.to(torch.float32).cpu()  # the schedule lives on the CPU: no device sync per step
+        c_in = (1 / (sigma**2 + 1) ** 0.5).to(x.device)[:, None, None, None]
+        t = self.sigma_to_t(sigma).to(x.device)
+        dtype = self.unet.dtype
+        eps = self.unet(
+            (x * c_in).to(dtype), t.to(dtype), encoder_hidden_states=cond.to(dtype), return_dict=False
+        )[0].to(x.dtype)
+        return x - eps * sigma.to(x.device)[:, None, None, None]
+
+
+class CFGDenoiser:
+    """Runs cond and uncond in one UNet batch and mixes them: uncond + scale * (cond - uncond)."""
+
+    def __init__(self, model: DiscreteEpsDenoiser, cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float,
+                 on_step=None):
+        self.model, self.cond, self.uncond, self.cfg_scale = model, cond, uncond, cfg_scale
+        self.on_step = on_step  # called before every model evaluation: progress and interruption
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self.on_step is not None:
+            self.on_step()
+        sigma = sigma.reshape(-1).expand(x.shape[0]) if sigma.numel() == 1 else sigma
+        out = self.model(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([self.cond, self.uncond]))
+        cond_out, uncond_out = out.chunk(2)
+        return uncond_out + (cond_out - uncond_out) * self.cfg_scale
