@@ -1,0 +1,59 @@
+"""The headless CLI as a user runs it: a real subprocess, its stdout, stderr and exit code."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from webui.engine.infotext import parse_infotext, read_png_infotext
+
+
+def webui(*args, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    return subprocess.run([sys.executable, "-m", "webui.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    result = webui("make-tiny-model", "tiny.safetensors", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("tiny.safetensors")
+    return folder
+
+
+def test_acceptance_command_prints_png_paths_with_a1111_infotext(tiny_model):
+    result = webui("txt2img", "--ckpt", "tiny.safetensors", "--prompt", "a cat", "--steps", "10", "--seed", "7",
+                   "--width", "64", "--height", "64", "--batch-size", "2", "--outdir", "out", cwd=tiny_model)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    for seed, line in zip((7, 8), lines):
+        path = tiny_model / line if not os.path.isabs(line) else line
+        assert str(line).startswith("out/txt2img-images/") and line.endswith(f"-{seed}.png")
+        text = read_png_infotext(path)
+        assert text.startswith(f"a cat\nSteps: 10, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, "
+                               f"Seed: {seed}, Size: 64x64, Model hash: ")
+        assert parse_infotext(text).model == "tiny"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--width", "65"], "error: width must be a multiple of 8, got 65"),
+    (["--sampler", "Bogus"], "error: unknown sampler 'Bogus'"),
+    (["--ckpt", "missing"], "error: checkpoint not found: 'missing'"),
+])
+def test_bad_input_exits_2_with_one_clear_line(tiny_model, args, message):
+    base = ["txt2img", "--ckpt", "tiny.safetensors", "--steps", "2", "--width", "64", "--height", "64",
+            "--outdir", "bad-out"]
+    result = webui(*base, *args, cwd=tiny_model)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not (tiny_model / "bad-out").exists()
+
+
+def test_argparse_errors_exit_2(tiny_model):
+    result = webui("txt2img", "--steps", "many", cwd=tiny_model)
+    assert result.returncode == 2 and "invalid int value" in result.stderr

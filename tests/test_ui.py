@@ -1,0 +1,69 @@
+"""The gradio app, driven over HTTP the way the browser (and gradio_client) drives it."""
+import socket
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from webui.engine.infotext import parse_infotext
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(manager, data_dir):
+    from webui.ui.app import build_app
+
+    demo = build_app(manager, data_dir / "outputs", "tiny.safetensors")
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        allowed_paths=[str(data_dir / "outputs")])
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_txt2img_over_gradio_client_returns_png_with_intact_metadata(served, data_dir):
+    from gradio_client import Client
+
+    client = Client(served, verbose=False)
+    gallery, info = client.predict(
+        "tiny.safetensors", "a red ball", "blurry", "Euler", "Automatic", 4, 64, 64, 1, 2, 7, 42,
+        api_name="/txt2img")
+    assert len(gallery) == 2
+    for seed, item in zip((42, 43), gallery):
+        image = Image.open(item["image"])
+        assert image.format == "PNG" and image.size == (64, 64)
+        params = parse_infotext(image.info["parameters"])
+        assert (params.prompt, params.negative_prompt, params.sampler_name, params.seed, params.steps) == (
+            "a red ball", "blurry", "Euler", seed, 4)
+    assert info.startswith("a red ball\nNegative prompt: blurry\nSteps: 4, Sampler: Euler, ")
+    saved = sorted(Path(data_dir / "outputs" / "txt2img-images").rglob("*.png"))
+    assert [p.name for p in saved] == ["00000-42.png", "00001-43.png"]
+
+
+def test_bad_size_is_an_error_message_not_a_crash(served):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(served, verbose=False)
+    with pytest.raises(AppError, match="width must be a multiple of 8"):
+        client.predict("tiny.safetensors", "x", "", "Euler", "Automatic", 2, 68, 64, 1, 1, 7, 1,
+                       api_name="/txt2img")
+    gallery, _ = client.predict("tiny.safetensors", "x", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 1,
+                                   api_name="/txt2img")
+    assert len(gallery) == 1
+
+
+def test_app_starts_without_any_checkpoint_and_says_where_to_put_one(tmp_path):
+    from webui.engine.manager import PipelineManager
+    from webui.ui.app import NO_CHECKPOINT_HELP, build_app
+
+    manager = PipelineManager(tmp_path / "models" / "Stable-diffusion", tmp_path, device="cpu")
+    demo = build_app(manager, tmp_path / "outputs")
+    notices = [b for b in demo.blocks.values() if getattr(b, "value", None) == NO_CHECKPOINT_HELP.format(
+        dir=manager.ckpt_dir)]
+    assert notices and notices[0].visible

@@ -1,0 +1,137 @@
+"""`webui`: launch the web UI, or run headless jobs (`webui txt2img …`, `webui make-tiny-model PATH`).
+
+Imports of torch, diffusers and gradio are deferred to the command that needs them: start-up stays fast and
+`webui --help` works instantly."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Nothing ever contacts a model hub or phones home; set before any HF/gradio import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+COMMANDS = ("txt2img", "make-tiny-model")
+
+
+def _add_common(p: argparse.ArgumentParser):
+    p.add_argument("--data-dir", type=Path, default=Path("."),
+                   help="base folder for models/, outputs/ and cache.json (default: current folder)")
+    p.add_argument("--ckpt-dir", type=Path, default=None,
+                   help="checkpoint folder, searched recursively (default: DATA_DIR/models/Stable-diffusion)")
+    p.add_argument("--outdir", type=Path, default=None,
+                   help="outputs root; images go to OUTDIR/txt2img-images/DATE/ (default: DATA_DIR/outputs)")
+    p.add_argument("--ckpt", default=None, help="checkpoint to load: name, hash or path")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if present)")
+    p.add_argument("--no-half", action="store_true", help="run the model in fp32 even on a GPU")
+
+
+def launch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="webui", description="Gouache web UI. Subcommands: txt2img, make-tiny-model (see `webui CMD --help`).")
+    _add_common(p)
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 instead of 127.0.0.1")
+    return p
+
+
+def txt2img_parser() -> argparse.ArgumentParser:
+    from .engine.params import GenerationParams
+
+    d = GenerationParams()
+    p = argparse.ArgumentParser(prog="webui txt2img", description="Generate images headless; prints each path.")
+    _add_common(p)
+    p.add_argument("--prompt", default=d.prompt)
+    p.add_argument("--negative-prompt", default=d.negative_prompt)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--sampler", default=d.sampler_name)
+    p.add_argument("--scheduler", default=d.scheduler)
+    p.add_argument("--cfg-scale", type=float, default=d.cfg_scale)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--height", type=int, default=d.height)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--n-iter", type=int, default=d.n_iter, help="batch count")
+    return p
+
+
+def _paths(args) -> tuple[Path, Path]:
+    ckpt_dir = args.ckpt_dir or args.data_dir / "models" / "Stable-diffusion"
+    outdir = args.outdir or args.data_dir / "outputs"
+    return ckpt_dir, outdir
+
+
+def _manager(args):
+    import torch
+
+    from .engine.manager import PipelineManager
+
+    ckpt_dir, _ = _paths(args)
+    return PipelineManager(ckpt_dir, args.data_dir, device=args.device,
+                           dtype=torch.float32 if args.no_half else None)
+
+
+def run_txt2img(argv: list[str]) -> int:
+    args = txt2img_parser().parse_args(argv)
+    from .engine.params import GenerationParams
+
+    params = GenerationParams(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, sampler_name=args.sampler,
+        scheduler=args.scheduler, cfg_scale=args.cfg_scale, seed=args.seed, width=args.width,
+        height=args.height, batch_size=args.batch_size, n_iter=args.n_iter, model=args.ckpt)
+    _, outdir = _paths(args)
+    processed = _manager(args).txt2img(params, outdir)
+    for path in processed.paths:
+        print(path)
+    return 0
+
+
+def run_make_tiny_model(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="webui make-tiny-model",
+                                description="Write a tiny random-weight SD1.x checkpoint (single-file layout).")
+    p.add_argument("path", type=Path, help="output file, .safetensors or .ckpt")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from .engine.tiny import make_tiny_checkpoint
+
+    print(make_tiny_checkpoint(args.path, seed=args.seed))
+    return 0
+
+
+def run_ui(argv: list[str]) -> int:
+    args = launch_parser().parse_args(argv)
+    from .ui.app import launch
+
+    ckpt_dir, outdir = _paths(args)
+    launch(_manager(args), outdir=outdir, checkpoint=args.ckpt, host="0.0.0.0" if args.listen else "127.0.0.1",
+           port=args.port)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    runner = {"txt2img": run_txt2img, "make-tiny-model": run_make_tiny_model, None: run_ui}[command]
+    try:
+        return runner(argv[1:] if command else argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure a user can cause gets one clear line
+        if not _is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(e: Exception) -> bool:
+    from .engine.errors import UserError
+
+    return isinstance(e, UserError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
