@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create or update .venv with everything Gouache needs. Idempotent: a no-op when nothing changed.
+# torch is installed first and pinned, so no dependency can pull in a multi-GB CUDA build by accident;
+# set TORCH_SPEC to choose another build (e.g. TORCH_SPEC="torch==2.13.0 --index-url …" on a GPU box).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+torch_spec=${TORCH_SPEC:-torch==2.13.0}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=.venv/.gouache-installed
+want=$(cat pyproject.toml scripts/setup-env.sh | sha256sum | cut -c1-16)"-$torch_spec"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # shellcheck disable=SC2086
+  .venv/bin/python -m pip install --disable-pip-version-check -q $torch_spec
+  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
