@@ -2,11 +2,13 @@ import datetime
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import small
 from webui.engine.infotext import VERSION, format_infotext, parse_infotext, read_png_infotext
 from webui.engine.params import InvalidParams
+from webui.engine.rng import ImageRNG
 
 
 def pixels(image) -> np.ndarray:
@@ -46,7 +48,19 @@ def test_batch_equals_single_runs(manager, sampler):
     assert [p.seed for p in batch.params] == [100, 101]
     for seed, image in zip((100, 101), batch.images):
         single = manager.txt2img(small(seed=seed, sampler_name=sampler), None).images[0]
-        assert np.array_equal(pixels(image), pixels(single))
+        # The noise is bit-identical (test_noise_is_per_image); batched UNet matmuls may round differently
+        # (as in A1111 #10847), which moves a few pixels by at most one level.
+        diff = np.abs(pixels(image) - pixels(single))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_noise_is_per_image_whatever_the_batch():
+    batch = ImageRNG((4, 8, 8), [100, 101])
+    singles = [ImageRNG((4, 8, 8), [100]), ImageRNG((4, 8, 8), [101])]
+    for _ in range(3):  # the initial noise, then two steps of ancestral noise
+        drawn = batch.next()
+        assert torch.equal(drawn[0], singles[0].next()[0]) and torch.equal(drawn[1], singles[1].next()[0])
+    assert torch.equal(ImageRNG((4, 8, 8), [7]).next()[0], torch.randn((4, 8, 8), generator=torch.Generator().manual_seed(7)))
 
 
 def test_batch_count_and_size_give_consecutive_seeds_and_files(manager, tmp_path):
@@ -60,7 +74,7 @@ def test_random_seed_is_recorded(manager):
     first, second = (p.seed for p in processed.params)
     assert first >= 0 and second == first + 1
     again = manager.txt2img(small(seed=first), None).images[0]
-    assert np.array_equal(pixels(again), pixels(processed.images[0]))
+    assert np.abs(pixels(again) - pixels(processed.images[0])).max() <= 1
 
 
 def test_samplers_differ(manager):
