@@ -13,5 +13,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # shellcheck disable=SC2086
   .venv/bin/python -m pip install --disable-pip-version-check -q $torch_spec
   .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test]"
+  # Test oracle only: k-diffusion's own sampler code. --no-deps: its declared deps pull torchvision (CUDA torch).
+  .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps k-diffusion==0.1.1.post1 torchdiffeq
   echo "$want" > "$stamp"
 fi

@@ -33,8 +33,9 @@ def test_acceptance_command_prints_png_paths_with_a1111_infotext(tiny_model):
         path = tiny_model / line if not os.path.isabs(line) else line
         assert str(line).startswith("out/txt2img-images/") and line.endswith(f"-{seed}.png")
         text = read_png_infotext(path)
-        assert text.startswith(f"a cat\nSteps: 10, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, "
+        assert text.startswith(f"a cat\nSteps: 10, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, "
                                f"Seed: {seed}, Size: 64x64, Model hash: ")
+        assert text.endswith(", Model: tiny, RNG: CPU, Version: gouache-0.1.0")
         assert parse_infotext(text).model == "tiny"
 
 

@@ -12,7 +12,8 @@ from webui.engine.params import GenerationParams
 
 
 def cat(**changes) -> GenerationParams:
-    fields = dict(prompt="a cat", negative_prompt="ugly", seed=1234, model_hash="0123456789", model="tiny")
+    fields = dict(prompt="a cat", negative_prompt="ugly", seed=1234, model_hash="0123456789", model="tiny",
+                  sampler_name="Euler a")
     return GenerationParams(**{**fields, **changes})
 
 
@@ -83,10 +84,11 @@ def test_version_and_user_from_extra_come_last():
 
 
 def test_bare_key_when_key_equals_value():
-    p = cat(extra={"Hires upscale": "2", "NGMS": "NGMS", "Eta": "1"})
+    p = cat(extra={"Hires upscale": "2", "NGMS": "NGMS", "Token merging": "1"})
     text = format_infotext(p)
-    assert text.endswith("Model: tiny, Hires upscale: 2, NGMS, Eta: 1, Version: gouache-0.1.0")
-    assert parse_infotext(text).extra == {"Hires upscale": "2", "NGMS": "NGMS", "Eta": "1", "Version": VERSION}
+    assert text.endswith("Model: tiny, Hires upscale: 2, NGMS, Token merging: 1, Version: gouache-0.1.0")
+    assert parse_infotext(text).extra == {"Hires upscale": "2", "NGMS": "NGMS", "Token merging": "1",
+                                          "Version": VERSION}
     assert format_infotext(parse_infotext(text)) == text
 
 
@@ -147,7 +149,7 @@ def test_parse_multiline_prompts():
     p = parse_infotext(A1111_TEXTS[3])
     assert p.prompt == "a cat" and p.negative_prompt == "blurry,\nlowres\n\nbad hands"
     p = parse_infotext(A1111_TEXTS[4])
-    assert p.negative_prompt == "" and p.extra == {"Clip skip": "2", "RNG": "CPU", "Version": "v1.10.1"}
+    assert p.negative_prompt == "" and p.extra == {"Clip skip": "2", "Version": "v1.10.1"} and p.rng == "CPU"
 
 
 def test_format_round_trip_exact():
@@ -251,7 +253,7 @@ values = texts
 # The last field's trailing whitespace is lost to strip(); Version/User are always last.
 tail_values = texts.filter(lambda s: s == s.rstrip())
 extras = st.dictionaries(
-    st.sampled_from(["Hires upscale", "Denoising strength", "Clip skip", "VAE hash", "Lora hashes", "Eta", "Foo"]),
+    st.sampled_from(["Hires upscale", "Denoising strength", "Clip skip", "VAE hash", "Lora hashes", "Foo"]),
     values, max_size=5)
 
 

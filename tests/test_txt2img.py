@@ -22,9 +22,9 @@ def test_png_is_saved_under_date_folder_with_parsable_infotext(manager, tmp_path
     assert path == tmp_path / "out" / "txt2img-images" / datetime.date.today().isoformat() / "00000-77.png"
     text = read_png_infotext(path)
     assert text == processed.infotexts[0]
-    assert text.startswith("a cat\nNegative prompt: ugly\nSteps: 6, Sampler: Euler a, Schedule type: Automatic, "
-                           "CFG scale: 7, Seed: 77, Size: 64x64, Model hash: ")
-    assert f"Model hash: {manager.current.short_hash}, Model: tiny, Version: gouache-" in text
+    assert text == ("a cat\nNegative prompt: ugly\nSteps: 6, Sampler: DPM++ 2M, Schedule type: Karras, "
+                    f"CFG scale: 7, Seed: 77, Size: 64x64, Model hash: {manager.current.short_hash}, Model: tiny, "
+                    f"RNG: CPU, Version: {VERSION}")
     parsed = parse_infotext(text)
     assert parsed.replace(extra={}) == processed.params[0]
     assert parsed.extra == {"Version": VERSION}

@@ -67,3 +67,17 @@ def test_app_starts_without_any_checkpoint_and_says_where_to_put_one(tmp_path):
     notices = [b for b in demo.blocks.values() if getattr(b, "value", None) == NO_CHECKPOINT_HELP.format(
         dir=manager.ckpt_dir)]
     assert notices and notices[0].visible
+
+
+def test_settings_tab_and_variation_seed_over_gradio_client(served, manager):
+    from gradio_client import Client
+
+    client = Client(served, verbose=False)
+    client.predict(0.5, 0.0, 31337, "CPU", 0, 0, 0, 1, 0, 0, 0, False, 0.6, 0.6, api_name="/apply_settings")
+    assert (manager.settings.eta_ancestral, manager.settings.eta_noise_seed_delta) == (0.5, 31337)
+    gallery, info = client.predict(
+        checkpoint="tiny.safetensors", prompt="a red ball", negative_prompt="", sampler_name="Euler a",
+        scheduler="Automatic", steps=3, width=64, height=64, n_iter=1, batch_size=1, cfg_scale=7, seed=5,
+        subseed=8, subseed_strength=0.25, seed_resize_from_w=0, seed_resize_from_h=0, api_name="/txt2img")
+    assert "Variation seed: 8, Variation seed strength: 0.25" in info
+    assert "ENSD: 31337" in info and "Eta: 0.5" in info

@@ -56,6 +56,17 @@ def txt2img_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=d.height)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--n-iter", type=int, default=d.n_iter, help="batch count")
+    p.add_argument("--subseed", type=int, default=d.subseed, help="variation seed (-1 = random)")
+    p.add_argument("--subseed-strength", type=float, default=d.subseed_strength, help="variation strength 0..1")
+    p.add_argument("--seed-resize-from-w", type=int, default=0, help="resize seed from width (0 = off)")
+    p.add_argument("--seed-resize-from-h", type=int, default=0, help="resize seed from height (0 = off)")
+    knobs = p.add_argument_group("sampler settings (default: the settings' values)")
+    knobs.add_argument("--eta", type=float, default=None, help="eta for ancestral/SDE samplers")
+    knobs.add_argument("--eta-ddim", type=float, default=None)
+    for knob in ("s-churn", "s-tmin", "s-tmax", "s-noise", "sigma-min", "sigma-max", "rho"):
+        knobs.add_argument(f"--{knob}", type=float, default=None)
+    knobs.add_argument("--ensd", type=int, default=None, help="eta noise seed delta")
+    knobs.add_argument("--rng", choices=["CPU", "GPU"], default=None, help="random number source")
     return p
 
 
@@ -82,7 +93,11 @@ def run_txt2img(argv: list[str]) -> int:
     params = GenerationParams(
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, sampler_name=args.sampler,
         scheduler=args.scheduler, cfg_scale=args.cfg_scale, seed=args.seed, width=args.width,
-        height=args.height, batch_size=args.batch_size, n_iter=args.n_iter, model=args.ckpt)
+        height=args.height, batch_size=args.batch_size, n_iter=args.n_iter, model=args.ckpt,
+        subseed=args.subseed, subseed_strength=args.subseed_strength, seed_resize_from_w=args.seed_resize_from_w,
+        seed_resize_from_h=args.seed_resize_from_h, eta=args.eta, eta_ddim=args.eta_ddim, s_churn=args.s_churn,
+        s_tmin=args.s_tmin, s_tmax=args.s_tmax, s_noise=args.s_noise, sigma_min=args.sigma_min,
+        sigma_max=args.sigma_max, rho=args.rho, ensd=args.ensd, rng=args.rng)
     _, outdir = _paths(args)
     processed = _manager(args).txt2img(params, outdir)
     for path in processed.paths:

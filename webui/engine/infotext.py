@@ -48,13 +48,31 @@ def _field(key: str, value) -> str:
     return f"{key}: {v}"
 
 
+def _typed_fields(p: GenerationParams) -> dict:
+    """Infotext values of the typed request fields; None = not written (A1111 writes these only then)."""
+    varied = p.subseed_strength != 0
+    resized = p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0
+    return {
+        "Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler, "CFG scale": p.cfg_scale,
+        "Seed": p.seed, "Size": f"{p.width}x{p.height}", "Model hash": p.model_hash, "Model": p.model,
+        "Variation seed": p.subseed if varied else None,
+        "Variation seed strength": p.subseed_strength if varied else None,
+        "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if resized else None,
+        "ENSD": p.ensd or None,
+        "RNG": p.rng if p.rng != "GPU" else None,
+        # Set by the sampler in A1111's sampler code, hence among extra_generation_params, in this order.
+        "Schedule min sigma": p.sigma_min, "Schedule max sigma": p.sigma_max, "Schedule rho": p.rho,
+        "Eta": p.eta, "Eta DDIM": p.eta_ddim,
+        "Sigma churn": p.s_churn, "Sigma tmin": p.s_tmin, "Sigma tmax": p.s_tmax, "Sigma noise": p.s_noise,
+    }
+
+
 def format_infotext(params: GenerationParams) -> str:
     """One image's infotext, as A1111 1.10.1 writes it."""
     p = params
-    typed = {"Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler,
-             "CFG scale": p.cfg_scale, "Seed": p.seed, "Size": f"{p.width}x{p.height}",
-             "Model hash": p.model_hash, "Model": p.model}
+    typed = _typed_fields(p)
     fields = {k: typed.get(k) for k in FIXED_KEYS}
+    fields.update((k, v) for k, v in typed.items() if k not in fields)
     # Like A1111's `**p.extra_generation_params`: a fixed key keeps its place and takes extra's value
     # (so an unconvertible `Steps: abc` read back into extra is written back verbatim); others append.
     fields.update((k, v) for k, v in p.extra.items() if k not in TAIL_KEYS)
@@ -92,9 +110,9 @@ def _parse_fields(line: str) -> list[tuple[str, str]] | None:
     return fields
 
 
-def _size(v: str) -> dict:
+def _size(v: str, w_name: str = "width", h_name: str = "height") -> dict:
     w, h = _RE_SIZE.match(v).groups()  # AttributeError when it is not WxH: stays in extra
-    return {"width": int(w), "height": int(h)}
+    return {w_name: int(w), h_name: int(h)}
 
 
 # Infotext key -> typed fields; a converter that raises leaves the value in `extra`.
@@ -107,6 +125,20 @@ _TYPED = {
     "Size": _size,
     "Model hash": lambda v: {"model_hash": v},
     "Model": lambda v: {"model": v},
+    "Variation seed": lambda v: {"subseed": int(v)},
+    "Variation seed strength": lambda v: {"subseed_strength": float(v)},
+    "Seed resize from": lambda v: _size(v, "seed_resize_from_w", "seed_resize_from_h"),
+    "ENSD": lambda v: {"ensd": int(v)},
+    "RNG": lambda v: {"rng": v},
+    "Schedule min sigma": lambda v: {"sigma_min": float(v)},
+    "Schedule max sigma": lambda v: {"sigma_max": float(v)},
+    "Schedule rho": lambda v: {"rho": float(v)},
+    "Eta": lambda v: {"eta": float(v)},
+    "Eta DDIM": lambda v: {"eta_ddim": float(v)},
+    "Sigma churn": lambda v: {"s_churn": float(v)},
+    "Sigma tmin": lambda v: {"s_tmin": float(v)},
+    "Sigma tmax": lambda v: {"s_tmax": float(v)},
+    "Sigma noise": lambda v: {"s_noise": float(v)},
 }
 
 
@@ -122,8 +154,9 @@ def parse_infotext(text: str) -> GenerationParams:
             prompt = "\n".join(lines[:i])
             neg = "\n".join([line.strip()[len(_NEG_PREFIX):].strip(), *lines[i + 1:]])
             break
-    # Missing Schedule type reads as "Automatic", A1111's reader default (also the dataclass default).
-    p = GenerationParams(prompt=prompt, negative_prompt=neg, scheduler="Automatic")
+    # A1111's reader defaults: missing Schedule type is "Automatic", missing RNG is "GPU" (only other
+    # sources are written).
+    p = GenerationParams(prompt=prompt, negative_prompt=neg, scheduler="Automatic", rng="GPU")
     for k, v in fields or ():
         try:
             changes = _TYPED[k](v) if k in _TYPED else None

@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from . import architecture, images, processing
-from .errors import UserError
 from .checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state_dict, resolve_checkpoint, short_hash
+from .errors import UserError
 from .infotext import format_infotext
 from .params import GenerationParams
+from .settings import Settings
 from .samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class PipelineManager:
         self.hashes = HashCache(Path(data_dir) / "cache.json")
         self.device = torch.device(device) if device else default_device()
         self.dtype = dtype or default_dtype(self.device)
+        self.settings = Settings()
         self.lock = threading.RLock()  # one job on the device at a time
         self._interrupt = threading.Event()
         self.current: LoadedModel | None = None
@@ -109,7 +111,7 @@ class PipelineManager:
             model = self.ensure_model(params.model)
             request = params.replace(model=model.info.model_name, model_hash=model.short_hash)
             control = processing.JobControl(on_progress, self._interrupt.is_set)
-            result = processing.txt2img(model.components, model.denoiser, request, control)
+            result = processing.txt2img(model.components, model.denoiser, request, self.settings, control)
         processed = Processed([], [], [], [], interrupted=result.interrupted)
         for item in result.images:
             text = format_infotext(item.params)

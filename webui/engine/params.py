@@ -24,7 +24,7 @@ class GenerationParams:
     prompt: str = ""
     negative_prompt: str = ""
     steps: int = 20
-    sampler_name: str = "Euler a"
+    sampler_name: str = "DPM++ 2M"  # A1111's UI default
     scheduler: str = "Automatic"
     cfg_scale: float = 7.0
     seed: int = -1  # -1 = random
@@ -32,6 +32,23 @@ class GenerationParams:
     height: int = 512
     batch_size: int = 1
     n_iter: int = 1  # "Batch count"
+    # Variation seed ("subseed"), A1111 semantics: noise = slerp(strength, noise(seed), noise(subseed)).
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_w: int = 0  # 0 = off
+    seed_resize_from_h: int = 0
+    # Sampler knobs; None = the current setting (engine/settings.py). Infotext carries the values used.
+    eta: float | None = None  # "Eta": ancestral and SDE samplers
+    eta_ddim: float | None = None  # "Eta DDIM"
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
+    ensd: int | None = None  # "Eta noise seed delta"
+    rng: str | None = None  # "CPU" or "GPU"
+    sigma_min: float | None = None  # "Schedule min sigma"
+    sigma_max: float | None = None
+    rho: float | None = None
     # The checkpoint: a name, title, hash or path to load; on written infotext, the loaded model's name.
     model: str | None = None
     model_hash: str | None = None
@@ -58,4 +75,12 @@ class GenerationParams:
                 raise InvalidParams(f"{name} must be a multiple of {SIZE_STEP}, got {value}")
         if self.seed != -1:
             check_range("seed", self.seed, 0, SEED_MAX)
+        if self.subseed != -1:
+            check_range("variation seed", self.subseed, 0, SEED_MAX)
+        check_range("variation strength", self.subseed_strength, 0.0, 1.0)
+        for name, value in (("resize seed from width", self.seed_resize_from_w),
+                            ("resize seed from height", self.seed_resize_from_h)):
+            check_range(name, value, 0, SIZE_MAX)
+        if self.rng is not None and self.rng not in ("CPU", "GPU"):
+            raise InvalidParams(f"RNG source must be CPU or GPU, got {self.rng!r}")
         return self

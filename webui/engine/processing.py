@@ -8,10 +8,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import prompts, samplers
+from . import prompts
 from .params import GenerationParams
 from .rng import ImageRNG, job_seeds
+from .samplers import sampling
 from .samplers.denoiser import CFGDenoiser, DiscreteEpsDenoiser
+from .settings import Settings
 
 
 class Interrupted(Exception):
@@ -28,7 +30,7 @@ class JobControl:
 @dataclass
 class GeneratedImage:
     image: Image.Image
-    params: GenerationParams  # this image's own params: its seed, batch of one
+    params: GenerationParams  # this image's own params: its seeds, the values used, batch of one
 
 
 @dataclass
@@ -47,48 +49,59 @@ def latents_to_images(vae, latents: torch.Tensor) -> list[Image.Image]:
     return out
 
 
+class _Progress:
+    """Counts model evaluations for the progress bar and checks for Interrupt before each one."""
+
+    def __init__(self, control: JobControl, total: int):
+        self.control, self.total, self.done = control, total, 0
+
+    def __call__(self):
+        if self.control.interrupted():
+            raise Interrupted()
+        if self.control.on_progress:
+            self.control.on_progress(min(self.done, self.total), self.total)
+        self.done += 1
+
+
 @torch.no_grad()
-def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
+def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
             control: JobControl | None = None) -> Txt2ImgResult:
     params.validate()
+    settings = settings or Settings()
     control = control or JobControl()
-    sampler = samplers.get_sampler(params.sampler_name)
-    samplers.check_scheduler(params.scheduler)
+    plan = sampling.make_plan(params, settings, denoiser, params.steps)
     device = components.unet.device
 
-    encode = lambda text: prompts.encode_prompt(components.tokenizer, components.text_encoder, text)
+    encode = lambda text: prompts.encode_prompt(components.tokenizer, components.text_encoder, text)  # noqa: E731
     cond, uncond = encode(params.prompt), encode(params.negative_prompt)
 
-    sigmas = denoiser.get_sigmas(params.steps)
-    evaluations_per_batch = params.steps
-    total = evaluations_per_batch * params.n_iter
-    done = 0
-
-    def on_step():
-        nonlocal done
-        if control.interrupted():
-            raise Interrupted()
-        if control.on_progress:
-            control.on_progress(done, total)
-        done += 1
-
-    seeds = job_seeds(params.seed, params.batch_size * params.n_iter)
+    progress = _Progress(control, params.steps * plan.model_calls_per_step * params.n_iter)
+    count = params.batch_size * params.n_iter
+    seeds, subseeds = job_seeds(params, count)
     latent_shape = (components.unet.config.in_channels, params.height // 8, params.width // 8)
+    base = params.replace(batch_size=1, n_iter=1, **plan.record)
+    base.extra.update(plan.extra)
+    varied = params.subseed_strength != 0
+    resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
     result = Txt2ImgResult()
     for n in range(params.n_iter):
-        batch_seeds = seeds[n * params.batch_size:(n + 1) * params.batch_size]
-        rng = ImageRNG(latent_shape, batch_seeds)
-        x = rng.next().to(device) * sigmas[0]
-        n_img = len(batch_seeds)
-        model = CFGDenoiser(denoiser, cond.expand(n_img, -1, -1), uncond.expand(n_img, -1, -1),
-                            params.cfg_scale, on_step=on_step)
+        batch = slice(n * params.batch_size, (n + 1) * params.batch_size)
+        rng = ImageRNG(latent_shape, seeds[batch], subseeds[batch], params.subseed_strength,
+                       (params.seed_resize_from_w, params.seed_resize_from_h), plan.ensd, plan.rng_source)
+        n_img = len(seeds[batch])
+        model = CFGDenoiser(plan.denoiser, cond.expand(n_img, -1, -1), uncond.expand(n_img, -1, -1),
+                            params.cfg_scale, on_step=progress)
         try:
-            latents = sampler.func(model, x, sigmas, noise_sampler=lambda s, s_next: rng.next().to(device))
+            latents = sampling.sample(plan, model, rng, seeds[batch], device)
         except Interrupted:
             result.interrupted = True
             break
-        for seed, image in zip(batch_seeds, latents_to_images(components.vae, latents)):
-            result.images.append(GeneratedImage(image, params.replace(seed=seed, batch_size=1, n_iter=1)))
+        for seed, subseed, image in zip(seeds[batch], subseeds[batch], latents_to_images(components.vae, latents)):
+            own = base.replace(
+                seed=seed, subseed=subseed if varied else -1, subseed_strength=params.subseed_strength,
+                seed_resize_from_w=params.seed_resize_from_w if resized else 0,
+                seed_resize_from_h=params.seed_resize_from_h if resized else 0)
+            result.images.append(GeneratedImage(image, own))
     if control.on_progress and not result.interrupted:
-        control.on_progress(total, total)
+        control.on_progress(progress.total, progress.total)
     return result

@@ -25,7 +25,7 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
         with gr.Column():
             with gr.Row():
                 sampler = gr.Dropdown(samplers.sampler_names(), value=d.sampler_name, label="Sampling method")
-                scheduler = gr.Dropdown(samplers.SCHEDULERS, value=d.scheduler, label="Schedule type")
+                scheduler = gr.Dropdown(samplers.schedule_labels(), value=d.scheduler, label="Schedule type")
             steps = gr.Slider(1, limits.STEPS_MAX, value=d.steps, step=1, label="Sampling steps")
             with gr.Row():
                 width = gr.Slider(limits.SIZE_MIN, limits.SIZE_MAX, value=d.width, step=limits.SIZE_STEP,
@@ -36,30 +36,53 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
                 n_iter = gr.Slider(1, limits.BATCH_COUNT_MAX, value=d.n_iter, step=1, label="Batch count")
                 batch_size = gr.Slider(1, limits.BATCH_SIZE_MAX, value=d.batch_size, step=1, label="Batch size")
             cfg_scale = gr.Slider(1, limits.CFG_MAX, value=d.cfg_scale, step=0.5, label="CFG Scale")
-            seed = gr.Number(value=d.seed, precision=0, label="Seed")
+            with gr.Row():
+                seed = gr.Number(value=d.seed, precision=0, label="Seed", scale=4)
+                random_seed = gr.Button("🎲", scale=0, min_width=40)
+                reuse_seed = gr.Button("♻️", scale=0, min_width=40)
+            with gr.Accordion("Extra", open=False):
+                with gr.Row():
+                    subseed = gr.Number(value=d.subseed, precision=0, label="Variation seed", scale=4)
+                    random_subseed = gr.Button("🎲", scale=0, min_width=40)
+                    subseed_strength = gr.Slider(0, 1, value=d.subseed_strength, step=0.01,
+                                                 label="Variation strength", scale=4)
+                with gr.Row():
+                    resize_w = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
+                                         label="Resize seed from width")
+                    resize_h = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
+                                         label="Resize seed from height")
         with gr.Column():
             gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto")
             info = gr.Textbox(label="Generation info", lines=4, interactive=False)
-            infotexts = gr.State([])
+            last = gr.State({"infotexts": [], "seeds": []})
 
     @user_errors_as_gradio
-    def run(ckpt, prompt, negative, sampler, scheduler, steps, width, height, n_iter, batch_size, cfg_scale, seed,
-            progress=gr.Progress()):
+    def txt2img(checkpoint, prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter,
+                batch_size, cfg_scale, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0,
+                seed_resize_from_h=0, progress=gr.Progress()):
         request = GenerationParams(
-            prompt=prompt, negative_prompt=negative, sampler_name=sampler, scheduler=scheduler, steps=int(steps),
-            width=int(width), height=int(height), n_iter=int(n_iter), batch_size=int(batch_size),
-            cfg_scale=float(cfg_scale), seed=int(seed), model=ckpt or None)
-        processed = manager.txt2img(request, outdir, on_progress=lambda done, total: progress((done, total),
-                                                                                            desc="Sampling"))
+            prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
+            steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
+            batch_size=int(batch_size), cfg_scale=float(cfg_scale), seed=int(seed), subseed=int(subseed),
+            subseed_strength=float(subseed_strength), seed_resize_from_w=int(seed_resize_from_w),
+            seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None)
+        processed = manager.txt2img(
+            request, outdir, on_progress=lambda done, total: progress((done, total), desc="Sampling"))
         texts = processed.infotexts
         note = "\n\nInterrupted." if processed.interrupted else ""
-        return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, texts
+        state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
+        return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
 
-    def show_info(texts, evt: gr.SelectData):
+    def show_info(state, evt: gr.SelectData):
+        texts = state["infotexts"]
         return texts[evt.index] if 0 <= evt.index < len(texts) else ""
 
-    generate.click(run, inputs=[checkpoint, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
-                                batch_size, cfg_scale, seed],
-                   outputs=[gallery, info, infotexts], api_name="txt2img")
+    generate.click(txt2img, inputs=[checkpoint, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
+                                    batch_size, cfg_scale, seed, subseed, subseed_strength, resize_w, resize_h],
+                   outputs=[gallery, info, last], api_name="txt2img")
     interrupt.click(manager.interrupt, api_name="interrupt", queue=False)
-    gallery.select(show_info, inputs=infotexts, outputs=info)
+    gallery.select(show_info, inputs=last, outputs=info)
+    random_seed.click(lambda: -1, outputs=seed, queue=False, api_name=False)
+    random_subseed.click(lambda: -1, outputs=subseed, queue=False, api_name=False)
+    reuse_seed.click(lambda state, current: state["seeds"][0] if state["seeds"] else current,
+                     inputs=[last, seed], outputs=seed, queue=False, api_name=False)

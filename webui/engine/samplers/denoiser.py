@@ -24,7 +24,7 @@ class DiscreteEpsDenoiser:
 
     def __init__(self, unet, alphas_cumprod: torch.Tensor):
         self.unet = unet
-        alphas_cumprod = alphas_cumprod.to(torch.float32)
+        self.alphas_cumprod = alphas_cumprod = alphas_cumprod.to(torch.float32)
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
 
@@ -63,7 +63,42 @@ class DiscreteEpsDenoiser:
         eps = self.unet(
             (x * c_in).to(dtype), t.to(dtype), encoder_hidden_states=cond.to(dtype), return_dict=False
         )[0].to(x.dtype)
-        return x - eps * sigma.to(x.device)[:, None, None, None]
+        return self.scale_output(sigma, x - eps * sigma.to(x.device)[:, None, None, None], x)
+
+    def scale_output(self, sigma: torch.Tensor, denoised: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return denoised
+
+
+class LCMDenoiser(DiscreteEpsDenoiser):
+    """A1111's LCM denoiser (sd_samplers_lcm.py): the 50 timesteps an LCM was distilled on (every 20th),
+    timesteps snapped to them, and the consistency-model boundary scalings around the eps prediction."""
+
+    ORIGINAL_STEPS = 50
+
+    def __init__(self, unet, alphas_cumprod: torch.Tensor):
+        n = len(alphas_cumprod)
+        self.skip = n // self.ORIGINAL_STEPS
+        picked = alphas_cumprod[[n - 1 - i * self.skip for i in reversed(range(self.ORIGINAL_STEPS))]]
+        super().__init__(unet, picked)
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        dists = sigma.log() - self.log_sigmas[:, None]
+        return (dists.abs().argmin(dim=0).view(sigma.shape) * self.skip + (self.skip - 1)).float()
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        index = ((t - (self.skip - 1)) / self.skip).float().clamp(0, len(self.sigmas) - 1)
+        return super().t_to_sigma(index)
+
+    def get_sigmas(self, n: int) -> torch.Tensor:
+        t = torch.linspace(float(self.sigma_to_t(self.sigma_max)), float(self.sigma_to_t(self.sigma_min)), n)
+        return torch.cat([self.t_to_sigma(t), t.new_zeros([1])])
+
+    def scale_output(self, sigma, denoised, x):
+        sigma_data = 0.5
+        t = (self.sigma_to_t(sigma) * 10.0).to(x.device)[:, None, None, None]
+        c_skip = sigma_data**2 / (t**2 + sigma_data**2)
+        c_out = t / (t**2 + sigma_data**2) ** 0.5
+        return c_out * denoised + c_skip * x
 
 
 class CFGDenoiser:

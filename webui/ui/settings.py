@@ -1,0 +1,53 @@
+"""The Settings tab: sampler knobs A1111 keeps in settings. Applied at once; the next job uses them."""
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+
+from ..engine.manager import PipelineManager
+from ..engine.settings import RNG_SOURCES, Settings
+
+# (field, label, component factory) in A1111's wording.
+FIELDS = [
+    ("eta_ancestral", "Eta for k-diffusion samplers (noise multiplier; 1 = A1111 default)",
+     lambda v: gr.Slider(0, 1, value=v, step=0.01)),
+    ("eta_ddim", "Eta for DDIM (0 = deterministic)", lambda v: gr.Slider(0, 1, value=v, step=0.01)),
+    ("eta_noise_seed_delta", "Eta noise seed delta (ENSD; NovelAI used 31337)", lambda v: gr.Number(v, precision=0)),
+    ("randn_source", "Random number generator source", lambda v: gr.Radio(list(RNG_SOURCES), value=v)),
+    ("s_churn", "sigma churn", lambda v: gr.Slider(0, 100, value=v, step=0.01)),
+    ("s_tmin", "sigma tmin", lambda v: gr.Slider(0, 10, value=v, step=0.01)),
+    ("s_tmax", "sigma tmax (0 = infinity)", lambda v: gr.Slider(0, 999, value=v, step=0.01)),
+    ("s_noise", "sigma noise", lambda v: gr.Slider(0, 1.1, value=v, step=0.001)),
+    ("sigma_min", "sigma min (0 = the model's)", lambda v: gr.Number(v)),
+    ("sigma_max", "sigma max (0 = the model's)", lambda v: gr.Number(v)),
+    ("rho", "rho (0 = the schedule's default)", lambda v: gr.Number(v)),
+    ("always_discard_next_to_last_sigma", "Always discard next-to-last sigma", lambda v: gr.Checkbox(v)),
+    ("beta_dist_alpha", "Beta schedule alpha", lambda v: gr.Slider(0.01, 1, value=v, step=0.01)),
+    ("beta_dist_beta", "Beta schedule beta", lambda v: gr.Slider(0.01, 1, value=v, step=0.01)),
+]
+
+
+def build_tab(manager: PipelineManager):
+    current = manager.settings
+    with gr.Column():
+        gr.Markdown("### Sampler parameters")
+        widgets = []
+        for name, label, make in FIELDS:
+            widget = make(getattr(current, name))
+            widget.label = label
+            widgets.append(widget)
+        apply = gr.Button("Apply settings", variant="primary")
+        status = gr.Markdown()
+
+    def apply_settings(*values):
+        types = {f.name: f.type for f in dataclasses.fields(Settings)}
+        changes = {}
+        for (name, _, _), value in zip(FIELDS, values):
+            kind = types[name]
+            changes[name] = (int(value) if kind == "int" else float(value) if kind == "float"
+                             else bool(value) if kind == "bool" else value)
+        manager.settings = dataclasses.replace(manager.settings, **changes)
+        return "Settings applied."
+
+    apply.click(apply_settings, inputs=widgets, outputs=status, api_name="apply_settings")
