@@ -71,41 +71,8 @@ def _churn(x, sigma, sigma_next, n_steps, s_churn, s_tmin, s_tmax, s_noise, nois
     return x, sigma_hat
 
 
-@torch.no_grad()
-def sample_euler(model, x, sigmas, extra_args=None, callback=None, s_churn=0.0, s_tmin=0.0,
-                 s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
-    """Euler (Karras et al. 2022 Algorithm 2, with optional churn)."""
-    extra_args, noise_sampler, s_in, sigmas = _setup(x, sigmas, extra_args, noise_sampler)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x, sigma_hat = _churn(x, sigma, sigma_next, len(sigmas) - 1, s_churn, s_tmin, s_tmax, s_noise,
-                              noise_sampler)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        _report(callback, x, i, sigma, sigma_hat, denoised)
-        x = x + to_d(x, sigma_hat, denoised) * (sigma_next - sigma_hat)
-    return x
-
-
-@torch.no_grad()
-def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, eta=1.0, s_noise=1.0,
-                           noise_sampler=None):
-    """Ancestral sampling with Euler steps."""
-    extra_args, noise_sampler, s_in, sigmas = _setup(x, sigmas, extra_args, noise_sampler)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma * s_in, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta=eta)
-        _report(callback, x, i, sigma, sigma, denoised)
-        x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
-        if sigma_next > 0:
-            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
-    return x
-
-
-@torch.no_grad()
-def sample_heun(model, x, sigmas, extra_args=None, callback=None, s_churn=0.0, s_tmin=0.0,
-                s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
-    """Heun (Karras et al. 2022 Algorithm 2): Euler predictor, trapezoidal corrector; Euler into sigma 0."""
+def _churn_loop(step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
+    """Karras et al. (2022) Algorithm 2 with churn; `step` moves x from sigma_hat to sigma_next given d."""
     extra_args, noise_sampler, s_in, sigmas = _setup(x, sigmas, extra_args, noise_sampler)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -114,8 +81,50 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, s_churn=0.0, s
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d = to_d(x, sigma_hat, denoised)
         _report(callback, x, i, sigma, sigma_hat, denoised)
-        x = _heun_step(model, x, sigma_hat, sigma_next, d, s_in, extra_args)
+        x = step(model, x, sigma_hat, sigma_next, d, s_in, extra_args)
     return x
+
+
+def _euler_step(model, x, sigma, sigma_to, d, s_in, extra_args):
+    return x + d * (sigma_to - sigma)
+
+
+@torch.no_grad()
+def sample_euler(model, x, sigmas, extra_args=None, callback=None, s_churn=0.0, s_tmin=0.0,
+                 s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Euler (Karras et al. 2022 Algorithm 2, with optional churn)."""
+    return _churn_loop(_euler_step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise,
+                       noise_sampler)
+
+
+def _ancestral_loop(step, add_noise, model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler):
+    """Deterministic `step` down to sigma_down, then fresh noise up to sigma_next where `add_noise` says."""
+    extra_args, noise_sampler, s_in, sigmas = _setup(x, sigmas, extra_args, noise_sampler)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma * s_in, **extra_args)
+        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta=eta)
+        _report(callback, x, i, sigma, sigma, denoised)
+        x = step(model, x, sigma, sigma_down, to_d(x, sigma, denoised), s_in, extra_args)
+        if add_noise(sigma_next, sigma_down):
+            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
+    return x
+
+
+@torch.no_grad()
+def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, eta=1.0, s_noise=1.0,
+                           noise_sampler=None):
+    """Ancestral sampling with Euler steps."""
+    return _ancestral_loop(_euler_step, lambda sigma_next, sigma_down: sigma_next > 0, model, x, sigmas,
+                           extra_args, callback, eta, s_noise, noise_sampler)
+
+
+@torch.no_grad()
+def sample_heun(model, x, sigmas, extra_args=None, callback=None, s_churn=0.0, s_tmin=0.0,
+                s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
+    """Heun (Karras et al. 2022 Algorithm 2): Euler predictor, trapezoidal corrector; Euler into sigma 0."""
+    return _churn_loop(_heun_step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise,
+                       noise_sampler)
 
 
 def _heun_step(model, x, sigma, sigma_to, d, s_in, extra_args):
@@ -132,16 +141,8 @@ def _heun_step(model, x, sigma, sigma_to, d, s_in, extra_args):
 def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, s_churn=0.0, s_tmin=0.0,
                  s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """DPM2: the slope at the log-midpoint sigma (DPM-Solver-2) inside Karras' Algorithm 2."""
-    extra_args, noise_sampler, s_in, sigmas = _setup(x, sigmas, extra_args, noise_sampler)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x, sigma_hat = _churn(x, sigma, sigma_next, len(sigmas) - 1, s_churn, s_tmin, s_tmax, s_noise,
-                              noise_sampler)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        _report(callback, x, i, sigma, sigma_hat, denoised)
-        x = _dpm2_step(model, x, sigma_hat, sigma_next, d, s_in, extra_args)
-    return x
+    return _churn_loop(_dpm2_step, model, x, sigmas, extra_args, callback, s_churn, s_tmin, s_tmax, s_noise,
+                       noise_sampler)
 
 
 def _dpm2_step(model, x, sigma, sigma_to, d, s_in, extra_args):
@@ -156,17 +157,9 @@ def _dpm2_step(model, x, sigma, sigma_to, d, s_in, extra_args):
 @torch.no_grad()
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, eta=1.0, s_noise=1.0,
                            noise_sampler=None):
-    """Ancestral sampling with DPM2 steps."""
-    extra_args, noise_sampler, s_in, sigmas = _setup(x, sigmas, extra_args, noise_sampler)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma * s_in, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigma, sigma_next, eta=eta)
-        _report(callback, x, i, sigma, sigma, denoised)
-        x = _dpm2_step(model, x, sigma, sigma_down, to_d(x, sigma, denoised), s_in, extra_args)
-        if sigma_down != 0:  # as k-diffusion: no noise after a final Euler step (even if eta > 1)
-            x = x + noise_sampler(sigma, sigma_next) * s_noise * sigma_up
-    return x
+    """Ancestral sampling with DPM2 steps. As k-diffusion: no noise after a final Euler step (even if eta > 1)."""
+    return _ancestral_loop(_dpm2_step, lambda sigma_next, sigma_down: sigma_down != 0, model, x, sigmas,
+                           extra_args, callback, eta, s_noise, noise_sampler)
 
 
 def linear_multistep_coeff(order, t, i, j):
