@@ -149,7 +149,7 @@ def test_parse_multiline_prompts():
     p = parse_infotext(A1111_TEXTS[3])
     assert p.prompt == "a cat" and p.negative_prompt == "blurry,\nlowres\n\nbad hands"
     p = parse_infotext(A1111_TEXTS[4])
-    assert p.negative_prompt == "" and p.extra == {"Clip skip": "2", "Version": "v1.10.1"} and p.rng == "CPU"
+    assert p.negative_prompt == "" and p.extra == {"Version": "v1.10.1"} and (p.rng, p.clip_skip) == ("CPU", 2)
 
 
 def test_format_round_trip_exact():

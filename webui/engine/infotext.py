@@ -60,6 +60,8 @@ def _typed_fields(p: GenerationParams) -> dict:
         "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if resized else None,
         "ENSD": p.ensd or None,
         "RNG": p.rng if p.rng != "GPU" else None,
+        "Clip skip": p.clip_skip if p.clip_skip and p.clip_skip > 1 else None,
+        "Emphasis": p.emphasis,
         # Set by the sampler in A1111's sampler code, hence among extra_generation_params, in this order.
         "Schedule min sigma": p.sigma_min, "Schedule max sigma": p.sigma_max, "Schedule rho": p.rho,
         "Eta": p.eta, "Eta DDIM": p.eta_ddim,
@@ -130,6 +132,8 @@ _TYPED = {
     "Seed resize from": lambda v: _size(v, "seed_resize_from_w", "seed_resize_from_h"),
     "ENSD": lambda v: {"ensd": int(v)},
     "RNG": lambda v: {"rng": v},
+    "Clip skip": lambda v: {"clip_skip": int(v)},
+    "Emphasis": lambda v: {"emphasis": v},
     "Schedule min sigma": lambda v: {"sigma_min": float(v)},
     "Schedule max sigma": lambda v: {"sigma_max": float(v)},
     "Schedule rho": lambda v: {"rho": float(v)},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,6 +13,8 @@ from .checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state
 from .errors import UserError
 from .infotext import format_infotext
 from .params import GenerationParams
+from .prompts.embeddings import EmbeddingDatabase
+from .prompts.encoder import PromptEncoder
 from .settings import Settings
 from .samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
 
@@ -29,6 +31,7 @@ class LoadedModel:
     sha256: str
     components: architecture.Components
     denoiser: DiscreteEpsDenoiser
+    encoder: PromptEncoder
 
     @property
     def short_hash(self) -> str:
@@ -47,6 +50,7 @@ class Processed:
     infotexts: list[str]
     paths: list[Path]
     interrupted: bool = False
+    extra_networks: list = field(default_factory=list)  # <lora:…> and other tags, for the LoRA manager
 
 
 def default_device() -> torch.device:
@@ -59,9 +63,10 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, embeddings_dir: Path | None = None):
         self.ckpt_dir = Path(ckpt_dir)
         self.hashes = HashCache(Path(data_dir) / "cache.json")
+        self.embeddings = EmbeddingDatabase(Path(embeddings_dir or Path(data_dir) / "embeddings"), self.hashes)
         self.device = torch.device(device) if device else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.settings = Settings()
@@ -82,8 +87,11 @@ class PipelineManager:
             arch = architecture.detect(state_dict)
             components = architecture.build_components(state_dict, arch, device=self.device, dtype=self.dtype)
             del state_dict
+            # embeddings must match this text encoder's width, so they are (re)read for each model
+            self.embeddings.load(components.tokenizer, components.text_encoder.config.hidden_size)
             loaded = LoadedModel(info, self.hashes.sha256(info.path), components,
-                                 DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config)))
+                                 DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config)),
+                                 PromptEncoder(components.tokenizer, components.text_encoder, self.embeddings))
             self.current = loaded  # the old model is released only once the new one works
             log.info("loaded %s (%s)", loaded.title, arch.name)
             return loaded
@@ -111,8 +119,9 @@ class PipelineManager:
             model = self.ensure_model(params.model)
             request = params.replace(model=model.info.model_name, model_hash=model.short_hash)
             control = processing.JobControl(on_progress, self._interrupt.is_set)
-            result = processing.txt2img(model.components, model.denoiser, request, self.settings, control)
-        processed = Processed([], [], [], [], interrupted=result.interrupted)
+            result = processing.txt2img(model.components, model.denoiser, request, self.settings, control,
+                                         model.encoder)
+        processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks)
         for item in result.images:
             text = format_infotext(item.params)
             processed.images.append(item.image)

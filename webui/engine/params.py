@@ -49,6 +49,8 @@ class GenerationParams:
     sigma_min: float | None = None  # "Schedule min sigma"
     sigma_max: float | None = None
     rho: float | None = None
+    clip_skip: int | None = None  # 1–12; "Clip skip"
+    emphasis: str | None = None  # "Original", "No norm", "Ignore", "None"
     # The checkpoint: a name, title, hash or path to load; on written infotext, the loaded model's name.
     model: str | None = None
     model_hash: str | None = None
@@ -81,6 +83,10 @@ class GenerationParams:
         for name, value in (("resize seed from width", self.seed_resize_from_w),
                             ("resize seed from height", self.seed_resize_from_h)):
             check_range(name, value, 0, SIZE_MAX)
+        if self.clip_skip is not None:
+            check_range("clip skip", self.clip_skip, 1, 12)
+        if self.emphasis is not None and self.emphasis not in ("Original", "No norm", "Ignore", "None"):
+            raise InvalidParams(f"emphasis must be one of Original, No norm, Ignore, None; got {self.emphasis!r}")
         if self.rng is not None and self.rng not in ("CPU", "GPU"):
             raise InvalidParams(f"RNG source must be CPU or GPU, got {self.rng!r}")
         return self

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import prompts
 from .params import GenerationParams
+from .prompts.conditioning import build_conditioning
+from .prompts.encoder import PromptEncoder
 from .rng import ImageRNG, job_seeds
 from .samplers import sampling
 from .samplers.denoiser import CFGDenoiser, DiscreteEpsDenoiser
@@ -37,6 +38,7 @@ class GeneratedImage:
 class Txt2ImgResult:
     images: list[GeneratedImage] = field(default_factory=list)
     interrupted: bool = False
+    extra_networks: list = field(default_factory=list)  # <kind:args> tags found in the prompts
 
 
 def latents_to_images(vae, latents: torch.Tensor) -> list[Image.Image]:
@@ -63,39 +65,50 @@ class _Progress:
         self.done += 1
 
 
+# Infotext fields a job computes itself: a pasted infotext's old values must not carry over.
+COMPUTED_EXTRA = ("TI hashes", "Pad conds", "Discard penultimate sigma", "Beta schedule alpha",
+                  "Beta schedule beta")
+
+
 @torch.no_grad()
 def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
-            control: JobControl | None = None) -> Txt2ImgResult:
+            control: JobControl | None = None, encoder: PromptEncoder | None = None) -> Txt2ImgResult:
     params.validate()
     settings = settings or Settings()
     control = control or JobControl()
     plan = sampling.make_plan(params, settings, denoiser, params.steps)
     device = components.unet.device
 
-    encode = lambda text: prompts.encode_prompt(components.tokenizer, components.text_encoder, text)  # noqa: E731
-    cond, uncond = encode(params.prompt), encode(params.negative_prompt)
+    encoder = encoder or PromptEncoder(components.tokenizer, components.text_encoder)
+    clip_skip = params.clip_skip or settings.CLIP_stop_at_last_layers
+    emphasis = params.emphasis or settings.emphasis
+    conditioning, prompt_info = build_conditioning(encoder, params.prompt, params.negative_prompt, params.steps,
+                                                   clip_skip, emphasis)
 
     progress = _Progress(control, params.steps * plan.model_calls_per_step * params.n_iter)
     count = params.batch_size * params.n_iter
     seeds, subseeds = job_seeds(params, count)
     latent_shape = (components.unet.config.in_channels, params.height // 8, params.width // 8)
-    base = params.replace(batch_size=1, n_iter=1, **plan.record)
+    base = params.replace(batch_size=1, n_iter=1, clip_skip=clip_skip if clip_skip > 1 else None,
+                          emphasis=prompt_info.infotext.pop("Emphasis", None), **plan.record)
+    base.extra = {k: v for k, v in params.extra.items() if k not in COMPUTED_EXTRA}
+    base.extra.update(prompt_info.infotext)
     base.extra.update(plan.extra)
     varied = params.subseed_strength != 0
     resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
-    result = Txt2ImgResult()
+    result = Txt2ImgResult(extra_networks=prompt_info.extra_networks)
     for n in range(params.n_iter):
         batch = slice(n * params.batch_size, (n + 1) * params.batch_size)
         rng = ImageRNG(latent_shape, seeds[batch], subseeds[batch], params.subseed_strength,
                        (params.seed_resize_from_w, params.seed_resize_from_h), plan.ensd, plan.rng_source)
-        n_img = len(seeds[batch])
-        model = CFGDenoiser(plan.denoiser, cond.expand(n_img, -1, -1), uncond.expand(n_img, -1, -1),
-                            params.cfg_scale, on_step=progress)
+        model = CFGDenoiser(plan.denoiser, conditioning, params.cfg_scale, on_step=progress)
         try:
             latents = sampling.sample(plan, model, rng, seeds[batch], device)
         except Interrupted:
             result.interrupted = True
             break
+        if conditioning.padded:
+            base.extra["Pad conds"] = "True"
         for seed, subseed, image in zip(seeds[batch], subseeds[batch], latents_to_images(components.vae, latents)):
             own = base.replace(
                 seed=seed, subseed=subseed if varied else -1, subseed_strength=params.subseed_strength,

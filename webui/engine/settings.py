@@ -11,6 +11,8 @@ RNG_SOURCES = ("CPU", "GPU")
 
 @dataclass
 class Settings:
+    CLIP_stop_at_last_layers: int = 1  # "Clip skip"
+    emphasis: str = "Original"
     eta_ancestral: float = 1.0  # "Eta" for ancestral / SDE samplers
     eta_ddim: float = 0.0  # "Eta DDIM"
     s_churn: float = 0.0

@@ -102,17 +102,30 @@ class LCMDenoiser(DiscreteEpsDenoiser):
 
 
 class CFGDenoiser:
-    """Runs cond and uncond in one UNet batch and mixes them: uncond + scale * (cond - uncond)."""
+    """Classifier-free guidance over a Conditioning (prompts/conditioning.py): every AND part and the uncond in
+    one UNet batch, mixed as A1111's combine_denoised: uncond + Σ weight · scale · (part − uncond).
 
-    def __init__(self, model: DiscreteEpsDenoiser, cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float,
-                 on_step=None):
-        self.model, self.cond, self.uncond, self.cfg_scale = model, cond, uncond, cfg_scale
+    `step` counts model calls, as A1111's CFGDenoiser does: prompt editing switches by that count."""
+
+    def __init__(self, model: DiscreteEpsDenoiser, conditioning, cfg_scale: float, on_step=None):
+        self.model, self.conditioning, self.cfg_scale = model, conditioning, cfg_scale
         self.on_step = on_step  # called before every model evaluation: progress and interruption
+        self.step = 0
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.on_step is not None:
             self.on_step()
-        sigma = sigma.reshape(-1).expand(x.shape[0]) if sigma.numel() == 1 else sigma
-        out = self.model(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([self.cond, self.uncond]))
-        cond_out, uncond_out = out.chunk(2)
-        return uncond_out + (cond_out - uncond_out) * self.cfg_scale
+        conds, weights, uncond = self.conditioning.at_step(self.step)
+        self.step += 1
+        n = x.shape[0]
+        sigma = sigma.reshape(-1).expand(n) if sigma.numel() == 1 else sigma
+        parts = len(conds)
+        context = torch.cat([c.expand(n, -1, -1) for c in conds] + [uncond.expand(n, -1, -1)])
+        out = self.model(x.repeat(parts + 1, 1, 1, 1), sigma.repeat(parts + 1), context)
+        uncond_out = out[parts * n:]
+        denoised = uncond_out.clone()
+        for i, weight in enumerate(weights):
+            denoised += (out[i * n:(i + 1) * n] - uncond_out) * (weight * self.cfg_scale)
+        return denoised
+
+

@@ -1,0 +1,88 @@
+"""A job's conditioning over time: prompt editing switches it at given steps, AND splits the positive prompt
+into weighted parts (composable diffusion), and cond / uncond are padded to one length for a single UNet batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .encoder import PromptEncoder, uses_emphasis
+from .parser import ExtraNetworkTag, extract_extra_networks, get_prompt_schedules, split_and
+
+Schedule = list[tuple[int, torch.Tensor]]  # (last step it applies to, conditioning)
+
+
+def _at(schedule: Schedule, step: int) -> torch.Tensor:
+    for end, cond in schedule:
+        if step <= end:
+            return cond
+    return schedule[-1][1]
+
+
+def _repeat_last(cond: torch.Tensor, length: int) -> torch.Tensor:
+    """A1111's reconstruct_multicond_batch: AND parts of different lengths repeat their last vector."""
+    missing = length - cond.shape[1]
+    return torch.cat([cond, cond[:, -1:].expand(-1, missing, -1)], dim=1) if missing > 0 else cond
+
+
+def _pad_with_empty(cond: torch.Tensor, length: int, empty: torch.Tensor) -> torch.Tensor:
+    """A1111's pad_cond: whole empty-prompt chunks appended so cond and uncond share one UNet batch."""
+    repeats = (length - cond.shape[1]) // empty.shape[1]
+    return torch.cat([cond, empty.repeat(1, repeats, 1)], dim=1) if repeats > 0 else cond
+
+
+@dataclass
+class Conditioning:
+    parts: list[tuple[Schedule, float]]  # AND parts of the prompt with their weights
+    uncond: Schedule
+    empty: torch.Tensor
+    padded: bool = False  # set once cond and uncond needed padding ("Pad conds" in infotext)
+
+    def at_step(self, step: int) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
+        """(one tensor per AND part, their weights, uncond), all of one token length, for model call `step`."""
+        conds = [_at(schedule, step) for schedule, _ in self.parts]
+        longest = max(c.shape[1] for c in conds)
+        conds = [_repeat_last(c, longest) for c in conds]
+        uncond = _at(self.uncond, step)
+        if uncond.shape[1] != longest:
+            self.padded = True
+            length = max(longest, uncond.shape[1])
+            conds = [_pad_with_empty(c, length, self.empty) for c in conds]
+            uncond = _pad_with_empty(uncond, length, self.empty)
+        return conds, [w for _, w in self.parts], uncond
+
+
+@dataclass
+class PromptInfo:
+    """What the job learnt from the prompts: tags for extra networks, and infotext fields."""
+    extra_networks: list[ExtraNetworkTag] = field(default_factory=list)
+    infotext: dict[str, str] = field(default_factory=dict)
+
+
+def build_conditioning(encoder: PromptEncoder, prompt: str, negative_prompt: str, steps: int, clip_skip: int = 1,
+                       emphasis: str = "Original") -> tuple[Conditioning, PromptInfo]:
+    text, tags = extract_extra_networks(prompt)
+    negative, negative_tags = extract_extra_networks(negative_prompt)
+    parts = split_and(text) or [("", 1.0)]
+    schedules = get_prompt_schedules([part for part, _ in parts] + [negative], steps)
+    encode = lambda line: encoder.encode(line, clip_skip, emphasis)  # noqa: E731  (encoder caches per text)
+    cond = Conditioning(
+        parts=[([(end, encode(line)) for end, line in schedule], weight)
+               for schedule, (_, weight) in zip(schedules[:-1], parts)],
+        uncond=[(end, encode(line)) for end, line in schedules[-1]],
+        empty=encode(""),
+    )
+    info = PromptInfo(extra_networks=tags + negative_tags)
+    lines = {line for schedule in schedules for _, line in schedule}
+    if emphasis != "Original" and any(uses_emphasis(line) for line in lines):
+        info.infotext["Emphasis"] = emphasis
+    used = {}
+    for line in sorted(lines):
+        for embedding in encoder.used_embeddings(line):
+            used[embedding.name] = embedding
+    if used:
+        # A1111 strips ":" and "," from names inside the list
+        info.infotext["TI hashes"] = ", ".join(
+            f"{name.replace(':', '').replace(',', '')}: {emb.hash}" for name, emb in used.items())
+    return cond, info

@@ -1,0 +1,177 @@
+"""Prompt text → CLIP conditioning the way A1111 builds it (sd_hijack_clip.py): emphasis weights per token,
+75-token chunks with comma backtrack and BREAK, textual-inversion vectors spliced in, clip skip."""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+from .parser import parse_prompt_attention
+
+CHUNK_LENGTH = 75
+COMMA_BACKTRACK = 20  # A1111's comma_padding_backtrack: a chunk breaks after the last comma within this many
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
+CACHE_SIZE = 64  # distinct (prompt, clip skip, emphasis) conditionings kept per model
+
+
+@dataclass
+class PromptChunk:
+    tokens: list[int] = field(default_factory=list)
+    multipliers: list[float] = field(default_factory=list)
+    fixes: list[tuple[int, object]] = field(default_factory=list)  # (offset in chunk, Embedding)
+
+
+def uses_emphasis(text: str) -> bool:
+    return "(" in text or "[" in text
+
+
+def target_token_count(count: int) -> int:
+    """The UI counter's denominator: 75, 150, … (A1111 grows it by whole chunks)."""
+    return math.ceil(max(count, 1) / CHUNK_LENGTH) * CHUNK_LENGTH
+
+
+class PromptEncoder:
+    """One text encoder + tokenizer (+ embeddings). Encodings are cached per (text, clip skip, emphasis)."""
+
+    def __init__(self, tokenizer, text_encoder, embeddings=None):
+        self.tokenizer, self.text_encoder, self.embeddings = tokenizer, text_encoder, embeddings
+        self.id_start = tokenizer.bos_token_id
+        self.id_end = tokenizer.eos_token_id
+        self.comma_token = tokenizer.get_vocab().get(",</w>")
+        self._cache: OrderedDict = OrderedDict()
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize_line(self, line: str, emphasis: str = "Original") -> tuple[list[PromptChunk], int]:
+        """Chunks of 77 (BOS + 75 + EOS, padded with EOS) and the prompt's token count."""
+        parsed = parse_prompt_attention(line) if emphasis != "None" else [(line, 1.0)]
+        texts = [text for text, _ in parsed]
+        ids = (self.tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+               if texts else [])
+        chunks: list[PromptChunk] = []
+        chunk = PromptChunk()
+        token_count = 0
+        last_comma = -1
+
+        def next_chunk():
+            nonlocal chunk, token_count, last_comma
+            token_count += len(chunk.tokens)
+            pad = CHUNK_LENGTH - len(chunk.tokens)
+            chunk.tokens = [self.id_start] + chunk.tokens + [self.id_end] * pad + [self.id_end]
+            chunk.multipliers = [1.0] + chunk.multipliers + [1.0] * pad + [1.0]
+            chunks.append(chunk)
+            chunk, last_comma = PromptChunk(), -1
+
+        for tokens, (text, weight) in zip(ids, parsed):
+            if text == "BREAK" and weight == -1:
+                next_chunk()
+                continue
+            position = 0
+            while position < len(tokens):
+                token = tokens[position]
+                if token == self.comma_token:
+                    last_comma = len(chunk.tokens)
+                elif (len(chunk.tokens) == CHUNK_LENGTH and last_comma != -1
+                      and len(chunk.tokens) - last_comma <= COMMA_BACKTRACK):
+                    # move the words after the last comma to the next chunk, so a phrase is not cut in two
+                    split = last_comma + 1
+                    moved_tokens, moved_mults = chunk.tokens[split:], chunk.multipliers[split:]
+                    chunk.tokens, chunk.multipliers = chunk.tokens[:split], chunk.multipliers[:split]
+                    next_chunk()
+                    chunk.tokens, chunk.multipliers = moved_tokens, moved_mults
+                if len(chunk.tokens) == CHUNK_LENGTH:
+                    next_chunk()
+                embedding, span = (self.embeddings.find_embedding_at_position(tokens, position)
+                                   if self.embeddings is not None else (None, None))
+                if embedding is None:
+                    chunk.tokens.append(token)
+                    chunk.multipliers.append(weight)
+                    position += 1
+                    continue
+                n_vectors = embedding.vectors.shape[0]
+                if len(chunk.tokens) + n_vectors > CHUNK_LENGTH:
+                    next_chunk()
+                chunk.fixes.append((len(chunk.tokens), embedding))
+                chunk.tokens += [0] * n_vectors
+                chunk.multipliers += [weight] * n_vectors
+                position += span
+        if chunk.tokens or not chunks:
+            next_chunk()
+        return chunks, token_count
+
+    def token_count(self, line: str) -> tuple[int, int]:
+        """(tokens used, counter target) for the UI: e.g. (23, 75), (80, 150)."""
+        _, count = self.tokenize_line(line)
+        return count, target_token_count(count)
+
+    # ------------------------------------------------------------------ encode
+
+    @torch.no_grad()
+    def encode(self, line: str, clip_skip: int = 1, emphasis: str = "Original") -> torch.Tensor:
+        """Conditioning (1, 77 × chunks, width) on the text encoder's device."""
+        key = (line, clip_skip, emphasis)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            chunks, _ = self.tokenize_line(line, emphasis)
+            self._cache[key] = torch.cat([self._encode_chunk(c, clip_skip, emphasis) for c in chunks], dim=1)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return self._cache[key]
+
+    def clear_cache(self):
+        """Text-encoder weights changed (e.g. a LoRA): cached conditionings are stale."""
+        self._cache.clear()
+
+    def used_embeddings(self, line: str) -> list:
+        chunks, _ = self.tokenize_line(line)
+        seen = {}
+        for chunk in chunks:
+            for _, embedding in chunk.fixes:
+                seen[embedding.name] = embedding
+        return list(seen.values())
+
+    def _encode_chunk(self, chunk: PromptChunk, clip_skip: int, emphasis: str) -> torch.Tensor:
+        device = next(self.text_encoder.parameters()).device
+        ids = torch.tensor([chunk.tokens], device=device)
+        with self._spliced_embeddings(chunk.fixes):
+            out = self.text_encoder(input_ids=ids, output_hidden_states=clip_skip > 1, return_dict=True)
+        if clip_skip > 1:
+            # A1111: the hidden state clip_skip layers from the end, through the final layer norm
+            layer = out.hidden_states[-min(clip_skip, len(out.hidden_states))]
+            z = self.text_encoder.final_layer_norm(layer)
+        else:
+            z = out.last_hidden_state
+        if emphasis in ("Original", "No norm"):
+            multipliers = torch.tensor(chunk.multipliers, device=z.device, dtype=z.dtype)[None, :, None]
+            # "(x:1e309)" parses to inf: a black image helps nobody, so such weights count as 1
+            multipliers = torch.where(torch.isfinite(multipliers), multipliers, torch.ones_like(multipliers))
+            original_mean = z.mean()
+            z = z * multipliers
+            if emphasis == "Original":
+                z = z * (original_mean / z.mean())
+        return z
+
+    @contextlib.contextmanager
+    def _spliced_embeddings(self, fixes):
+        """Textual-inversion vectors replace the placeholder tokens' embeddings (offset 1: after BOS)."""
+        if not fixes:
+            yield
+            return
+        token_embedding = self.text_encoder.embeddings.token_embedding
+
+        def replace(module, args, output):
+            output = output.clone()
+            for offset, embedding in fixes:
+                vectors = embedding.vectors.to(output.device, output.dtype)
+                output[0, 1 + offset:1 + offset + vectors.shape[0]] = vectors
+            return output
+
+        handle = token_embedding.register_forward_hook(replace)
+        try:
+            yield
+        finally:
+            handle.remove()
