@@ -18,8 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from webui.engine import architecture, checkpoints, prompts  # noqa: E402
+from webui.engine import architecture, checkpoints  # noqa: E402
 from webui.engine.params import GenerationParams  # noqa: E402
+from webui.engine.prompts.conditioning import build_conditioning  # noqa: E402
+from webui.engine.prompts.encoder import PromptEncoder  # noqa: E402
 from webui.engine.rng import ImageRNG  # noqa: E402
 from webui.engine.samplers import SAMPLERS, sampling  # noqa: E402
 from webui.engine.samplers.denoiser import CFGDenoiser, DiscreteEpsDenoiser, alphas_cumprod  # noqa: E402
@@ -50,8 +52,8 @@ def main():
     arch = architecture.detect(state_dict)
     comp = architecture.build_components(state_dict, arch)
     denoiser = DiscreteEpsDenoiser(comp.unet, alphas_cumprod(arch.scheduler_config))
-    cond = prompts.encode_prompt(comp.tokenizer, comp.text_encoder, "a cat")
-    uncond = prompts.encode_prompt(comp.tokenizer, comp.text_encoder, "")
+    conditioning, _ = build_conditioning(PromptEncoder(comp.tokenizer, comp.text_encoder), "a cat", "", args.steps)
+    cond, uncond = conditioning.parts[0][0][0][1], conditioning.uncond[0][1]
     shape = (4, args.size // 8, args.size // 8)
 
     x2 = torch.randn(2, *shape)
@@ -76,7 +78,7 @@ def main():
         def one_run():
             nonlocal calls
             calls = 0
-            model = CFGDenoiser(plan.denoiser, cond, uncond, 7.0, on_step=count)
+            model = CFGDenoiser(plan.denoiser, conditioning, 7.0, on_step=count)
             rng = ImageRNG(shape, [1])
             with torch.no_grad():
                 sampling.sample(plan, model, rng, [1], "cpu")

@@ -58,3 +58,10 @@ def test_bad_input_exits_2_with_one_clear_line(tiny_model, args, message):
 def test_argparse_errors_exit_2(tiny_model):
     result = webui("txt2img", "--steps", "many", cwd=tiny_model)
     assert result.returncode == 2 and "invalid int value" in result.stderr
+
+
+def test_clip_skip_flag_reaches_the_infotext(tiny_model):
+    result = webui("txt2img", "--ckpt", "tiny.safetensors", "--prompt", "a (cat:1.2)", "--steps", "2", "--width",
+                   "64", "--height", "64", "--clip-skip", "2", "--outdir", "clip", cwd=tiny_model)
+    assert result.returncode == 0, result.stderr
+    assert "Clip skip: 2" in read_png_infotext(tiny_model / result.stdout.strip())

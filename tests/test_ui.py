@@ -73,7 +73,8 @@ def test_settings_tab_and_variation_seed_over_gradio_client(served, manager):
     from gradio_client import Client
 
     client = Client(served, verbose=False)
-    client.predict(0.5, 0.0, 31337, "CPU", 0, 0, 0, 1, 0, 0, 0, False, 0.6, 0.6, api_name="/apply_settings")
+    client.predict(1, "Original", 0.5, 0.0, 31337, "CPU", 0, 0, 0, 1, 0, 0, 0, False, 0.6, 0.6,
+                   api_name="/apply_settings")
     assert (manager.settings.eta_ancestral, manager.settings.eta_noise_seed_delta) == (0.5, 31337)
     gallery, info = client.predict(
         checkpoint="tiny.safetensors", prompt="a red ball", negative_prompt="", sampler_name="Euler a",
@@ -81,3 +82,35 @@ def test_settings_tab_and_variation_seed_over_gradio_client(served, manager):
         subseed=8, subseed_strength=0.25, seed_resize_from_w=0, seed_resize_from_h=0, api_name="/txt2img")
     assert "Variation seed: 8, Variation seed strength: 0.25" in info
     assert "ENSD: 31337" in info and "Eta: 0.5" in info
+
+
+def test_token_counter_grows_by_chunk(served):
+    from gradio_client import Client
+
+    client = Client(served, verbose=False)
+    assert client.predict("a cat", 20, api_name="/token_count") == "2/75"
+    assert client.predict(" ".join(["cat"] * 80), 20, api_name="/token_count") == "80/150"
+    # the longest text a prompt edit produces counts; extra-network tags don't
+    assert client.predict("[cat:" + " ".join(["dog"] * 76) + ":5] <lora:x:1>", 20,
+                          api_name="/token_count") == "76/150"
+
+
+def test_token_counter_works_before_any_model_is_loaded(tmp_path):
+    from webui.engine.manager import PipelineManager
+
+    manager = PipelineManager(tmp_path / "models" / "Stable-diffusion", tmp_path, device="cpu")
+    assert manager.token_count("a photo of a cat", 20) == (5, 75)
+
+
+def test_embeddings_are_listed_with_skipped_ones(served, manager, data_dir):
+    import torch
+    from gradio_client import Client
+
+    folder = data_dir / "embeddings"
+    folder.mkdir(exist_ok=True)
+    width = manager.current.components.text_encoder.config.hidden_size
+    torch.save({"string_to_param": {"*": torch.zeros(3, width)}}, folder / "glow.pt")
+    torch.save({"string_to_param": {"*": torch.zeros(1, 768)}}, folder / "sd15-only.pt")
+    listing = Client(served, verbose=False).predict(api_name="/refresh_embeddings")
+    assert "**glow** (3 vectors)" in listing and "~~sd15-only~~ skipped" in listing
+    assert manager.token_count("a glow cat", 20) == (5, 75)

@@ -28,6 +28,8 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--ckpt", default=None, help="checkpoint to load: name, hash or path")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--no-half", action="store_true", help="run the model in fp32 even on a GPU")
+    p.add_argument("--embeddings-dir", type=Path, default=None,
+                   help="textual inversion folder, searched recursively (default: DATA_DIR/embeddings)")
 
 
 def launch_parser() -> argparse.ArgumentParser:
@@ -67,6 +69,8 @@ def txt2img_parser() -> argparse.ArgumentParser:
         knobs.add_argument(f"--{knob}", type=float, default=None)
     knobs.add_argument("--ensd", type=int, default=None, help="eta noise seed delta")
     knobs.add_argument("--rng", choices=["CPU", "GPU"], default=None, help="random number source")
+    knobs.add_argument("--clip-skip", type=int, default=None, help="stop CLIP this many layers from the end (1-12)")
+    knobs.add_argument("--emphasis", choices=["Original", "No norm", "Ignore", "None"], default=None)
     return p
 
 
@@ -83,7 +87,7 @@ def _manager(args):
 
     ckpt_dir, _ = _paths(args)
     return PipelineManager(ckpt_dir, args.data_dir, device=args.device,
-                           dtype=torch.float32 if args.no_half else None)
+                           dtype=torch.float32 if args.no_half else None, embeddings_dir=args.embeddings_dir)
 
 
 def run_txt2img(argv: list[str]) -> int:
@@ -97,7 +101,8 @@ def run_txt2img(argv: list[str]) -> int:
         subseed=args.subseed, subseed_strength=args.subseed_strength, seed_resize_from_w=args.seed_resize_from_w,
         seed_resize_from_h=args.seed_resize_from_h, eta=args.eta, eta_ddim=args.eta_ddim, s_churn=args.s_churn,
         s_tmin=args.s_tmin, s_tmax=args.s_tmax, s_noise=args.s_noise, sigma_min=args.sigma_min,
-        sigma_max=args.sigma_max, rho=args.rho, ensd=args.ensd, rng=args.rng)
+        sigma_max=args.sigma_max, rho=args.rho, ensd=args.ensd, rng=args.rng, clip_skip=args.clip_skip,
+        emphasis=args.emphasis)
     _, outdir = _paths(args)
     processed = _manager(args).txt2img(params, outdir)
     for path in processed.paths:

@@ -14,6 +14,7 @@ from .errors import UserError
 from .infotext import format_infotext
 from .params import GenerationParams
 from .prompts.embeddings import EmbeddingDatabase
+from .prompts.conditioning import prompt_token_count
 from .prompts.encoder import PromptEncoder
 from .settings import Settings
 from .samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
@@ -73,6 +74,7 @@ class PipelineManager:
         self.lock = threading.RLock()  # one job on the device at a time
         self._interrupt = threading.Event()
         self.current: LoadedModel | None = None
+        self._bare_encoder: PromptEncoder | None = None  # token counting before any model is loaded
 
     def list_checkpoints(self) -> list[CheckpointInfo]:
         return list_checkpoints(self.ckpt_dir)
@@ -107,6 +109,32 @@ class PipelineManager:
                     f"(or create a tiny one with `webui make-tiny-model {self.ckpt_dir / 'tiny.safetensors'}`)")
             return self.load(found[0].name)
         return self.current
+
+    def token_count(self, prompt: str, steps: int) -> tuple[int, int]:
+        """(tokens, counter target) for the prompt box, with the loaded model's embeddings when there is one."""
+        if self.current is not None:
+            encoder = self.current.encoder
+        else:
+            if self._bare_encoder is None:
+                from transformers import CLIPTokenizer
+
+                tokenizer = CLIPTokenizer.from_pretrained(str(architecture.make_architecture().tokenizer_dir),
+                                                          local_files_only=True)
+                self._bare_encoder = PromptEncoder(tokenizer, None)
+            encoder = self._bare_encoder
+        return prompt_token_count(encoder, prompt, max(1, int(steps)))
+
+    def refresh_embeddings(self) -> bool:
+        """Re-scan embeddings/ if it changed; cached conditionings are dropped when it did."""
+        if self.current is None:
+            return False
+        with self.lock:
+            text_encoder = self.current.components.text_encoder
+            changed = self.embeddings.reload_if_changed(self.current.components.tokenizer,
+                                                        text_encoder.config.hidden_size)
+            if changed:
+                self.current.encoder.clear_cache()
+            return changed
 
     def interrupt(self):
         self._interrupt.set()

@@ -6,10 +6,14 @@ import dataclasses
 import gradio as gr
 
 from ..engine.manager import PipelineManager
+from ..engine.prompts.encoder import EMPHASIS_MODES
 from ..engine.settings import RNG_SOURCES, Settings
 
 # (field, label, component factory) in A1111's wording.
 FIELDS = [
+    ("CLIP_stop_at_last_layers", "Clip skip", lambda v: gr.Slider(1, 12, value=v, step=1)),
+    ("emphasis", "Emphasis: (text) makes the model pay more attention, [text] less",
+     lambda v: gr.Radio(list(EMPHASIS_MODES), value=v)),
     ("eta_ancestral", "Eta for k-diffusion samplers (noise multiplier; 1 = A1111 default)",
      lambda v: gr.Slider(0, 1, value=v, step=0.01)),
     ("eta_ddim", "Eta for DDIM (0 = deterministic)", lambda v: gr.Slider(0, 1, value=v, step=0.01)),

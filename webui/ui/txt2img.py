@@ -12,12 +12,26 @@ from ..engine.params import GenerationParams
 from .common import user_errors_as_gradio
 
 
+def embeddings_markdown(manager: PipelineManager) -> str:
+    """Loaded embeddings (type the name in a prompt) and the skipped ones with the reason."""
+    db = manager.embeddings
+    if not db.loaded and not db.skipped:
+        return f"No embeddings in `{db.folder}` (loaded with a checkpoint)."
+    lines = [f"- **{name}** ({emb.vectors.shape[0]} vectors)" for name, emb in db.loaded.items()]
+    lines += [f"- ~~{name}~~ skipped: " + (reason if isinstance(reason, str) else
+                                           f"made for width {reason.vectors.shape[-1]}, not this model's")
+              for name, reason in db.skipped.items()]
+    return "\n".join(lines)
+
+
 def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
     d = GenerationParams()
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt")
+            prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
             negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt")
+            negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary")
             interrupt = gr.Button("Interrupt")
@@ -51,6 +65,9 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
                                          label="Resize seed from width")
                     resize_h = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
                                          label="Resize seed from height")
+            with gr.Accordion("Textual inversion", open=False):
+                embeddings = gr.Markdown(embeddings_markdown(manager))
+                refresh_embeddings = gr.Button("Refresh embeddings")
         with gr.Column():
             gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto")
             info = gr.Textbox(label="Generation info", lines=4, interactive=False)
@@ -72,6 +89,19 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
         note = "\n\nInterrupted." if processed.interrupted else ""
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
         return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
+
+    def count_tokens(text, steps):
+        used, target = manager.token_count(text or "", steps)
+        return f"{used}/{target}"
+
+    def reload_embeddings():
+        manager.refresh_embeddings()
+        return embeddings_markdown(manager)
+
+    for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
+        box.change(count_tokens, inputs=[box, steps], outputs=counter, queue=False, show_progress="hidden",
+                   api_name="token_count" if box is prompt else False)
+    refresh_embeddings.click(reload_embeddings, outputs=embeddings, api_name="refresh_embeddings")
 
     def show_info(state, evt: gr.SelectData):
         texts = state["infotexts"]

@@ -53,6 +53,14 @@ class Conditioning:
         return conds, [w for _, w in self.parts], uncond
 
 
+def prompt_token_count(encoder: PromptEncoder, prompt: str, steps: int) -> tuple[int, int]:
+    """The UI counter as A1111's: the longest text the prompt turns into (after tags, AND and editing)."""
+    text, _ = extract_extra_networks(prompt)
+    lines = [line for schedule in get_prompt_schedules([part for part, _ in split_and(text) or [("", 1.0)]], steps)
+             for _, line in schedule]
+    return max((encoder.token_count(line) for line in lines), key=lambda counts: counts[0])
+
+
 @dataclass
 class PromptInfo:
     """What the job learnt from the prompts: tags for extra networks, and infotext fields."""

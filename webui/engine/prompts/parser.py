@@ -6,7 +6,7 @@
 * ``extract_extra_networks``: ``<lora:name:0.8>`` tags.
 
 Behaviour follows A1111 (``modules/prompt_parser.py``, ``modules/extra_networks.py``), including its handling of
-malformed input; the module docstring of each function says where it knowingly differs. No function raises on any
+malformed input; each function's docstring says where it knowingly differs. No function raises on any
 string, and none recurses on nesting depth.
 """
 from __future__ import annotations
@@ -199,6 +199,11 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
                 square_orders.append(order[bracket])
             if order[bracket] >= closing:
                 unclosed[0 if event[2] else 1] += 1
+                # A never-closing bracket applies after every bracket already open (unless it is round and
+                # never-closing square ones are open: those apply after it), so the running product just extends.
+                if not stale and (not event[2] or not unclosed[1]):
+                    weight *= multiplier[bracket]
+                    continue
             stale = True
         elif event[0] == _POP:
             if event[1]:
