@@ -47,7 +47,7 @@ _EMPHASIS_TOKEN = re.compile(
     | (?P<close> [)\]] )
     | (?P<text> [^\\()\[\]:]+ | : )
     """,
-    re.X,
+    re.VERBOSE,
 )
 _BREAK_WORD = re.compile(r"\bBREAK\b")
 _SPACES = re.compile(r"\s*")
@@ -244,7 +244,7 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+[eE][+-]?[0-9]+|(?:[0-9]+\.[0-9]*|\.[0-9]+)
 class _Scheduled:
     """``[before:after:when]``; ``before`` is None for ``[after:when]``."""
 
-    __slots__ = ("before", "after", "number")
+    __slots__ = ("after", "before", "number")
 
     def __init__(self, before: list | None, after: list, number: str):
         self.before, self.after, self.number = before, after, number
@@ -281,7 +281,7 @@ def _number_field(raw: str) -> str | None:
 class _Group:
     """A bracket being parsed: its segments (split on ':' or '|') and where each segment starts."""
 
-    __slots__ = ("bracket", "start", "segments", "starts", "separator")
+    __slots__ = ("bracket", "segments", "separator", "start", "starts")
 
     def __init__(self, bracket: str, start: int):
         self.bracket = bracket
