@@ -73,8 +73,11 @@ def test_settings_tab_and_variation_seed_over_gradio_client(served, manager):
     from gradio_client import Client
 
     client = Client(served, verbose=False)
-    client.predict(1, "Original", 0.5, 0.0, 31337, "CPU", 0, 0, 0, 1, 0, 0, 0, False, 0.6, 0.6,
-                   api_name="/apply_settings")
+    from webui.engine.settings import Settings
+    from webui.ui.settings import FIELDS
+
+    wanted = dict(vars(Settings()), eta_ancestral=0.5, eta_noise_seed_delta=31337)
+    client.predict(*[wanted[name] for name, _, _ in FIELDS], api_name="/apply_settings")
     assert (manager.settings.eta_ancestral, manager.settings.eta_noise_seed_delta) == (0.5, 31337)
     gallery, info = client.predict(
         checkpoint="tiny.safetensors", prompt="a red ball", negative_prompt="", sampler_name="Euler a",

@@ -28,6 +28,10 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--ckpt", default=None, help="checkpoint to load: name, hash or path")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--no-half", action="store_true", help="run the model in fp32 even on a GPU")
+    p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32 even on a GPU")
+    p.add_argument("--precision", choices=["full", "half"], default=None,
+                   help="full = --no-half; half = fp16 (the default on CUDA)")
+    p.add_argument("--vae-dir", type=Path, default=None, help="VAE folder (default: DATA_DIR/models/VAE)")
     p.add_argument("--embeddings-dir", type=Path, default=None,
                    help="textual inversion folder, searched recursively (default: DATA_DIR/embeddings)")
 
@@ -69,6 +73,7 @@ def txt2img_parser() -> argparse.ArgumentParser:
         knobs.add_argument(f"--{knob}", type=float, default=None)
     knobs.add_argument("--ensd", type=int, default=None, help="eta noise seed delta")
     knobs.add_argument("--rng", choices=["CPU", "GPU"], default=None, help="random number source")
+    p.add_argument("--vae", default=None, help="Automatic, None or a VAE file name (default: the setting)")
     knobs.add_argument("--clip-skip", type=int, default=None, help="stop CLIP this many layers from the end (1-12)")
     knobs.add_argument("--emphasis", choices=["Original", "No norm", "Ignore", "None"], default=None)
     return p
@@ -86,8 +91,11 @@ def _manager(args):
     from .engine.manager import PipelineManager
 
     ckpt_dir, _ = _paths(args)
-    return PipelineManager(ckpt_dir, args.data_dir, device=args.device,
-                           dtype=torch.float32 if args.no_half else None, embeddings_dir=args.embeddings_dir)
+    full = args.no_half or args.precision == "full"
+    dtype = torch.float32 if full else (torch.float16 if args.precision == "half" else None)
+    return PipelineManager(ckpt_dir, args.data_dir, device=args.device, dtype=dtype,
+                           embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
+                           vae_dtype=torch.float32 if (full or args.no_half_vae) else None)
 
 
 def run_txt2img(argv: list[str]) -> int:
@@ -102,7 +110,7 @@ def run_txt2img(argv: list[str]) -> int:
         seed_resize_from_h=args.seed_resize_from_h, eta=args.eta, eta_ddim=args.eta_ddim, s_churn=args.s_churn,
         s_tmin=args.s_tmin, s_tmax=args.s_tmax, s_noise=args.s_noise, sigma_min=args.sigma_min,
         sigma_max=args.sigma_max, rho=args.rho, ensd=args.ensd, rng=args.rng, clip_skip=args.clip_skip,
-        emphasis=args.emphasis)
+        emphasis=args.emphasis, vae=args.vae)
     _, outdir = _paths(args)
     processed = _manager(args).txt2img(params, outdir)
     for path in processed.paths:

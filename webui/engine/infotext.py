@@ -55,6 +55,7 @@ def _typed_fields(p: GenerationParams) -> dict:
     return {
         "Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler, "CFG scale": p.cfg_scale,
         "Seed": p.seed, "Size": f"{p.width}x{p.height}", "Model hash": p.model_hash, "Model": p.model,
+        "VAE hash": p.vae_hash, "VAE": p.vae,
         "Variation seed": p.subseed if varied else None,
         "Variation seed strength": p.subseed_strength if varied else None,
         "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if resized else None,
@@ -127,6 +128,8 @@ _TYPED = {
     "Size": _size,
     "Model hash": lambda v: {"model_hash": v},
     "Model": lambda v: {"model": v},
+    "VAE hash": lambda v: {"vae_hash": v},
+    "VAE": lambda v: {"vae": v},
     "Variation seed": lambda v: {"subseed": int(v)},
     "Variation seed strength": lambda v: {"subseed_strength": float(v)},
     "Seed resize from": lambda v: _size(v, "seed_resize_from_w", "seed_resize_from_h"),

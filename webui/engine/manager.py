@@ -1,14 +1,18 @@
 """PipelineManager: the single owner of the loaded model. Every tab, the API and the CLI go through it."""
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import architecture, images, processing
+from . import architecture, attention, images, processing
+from .vae import NONE as VAE_NONE
+from .vae import VAEInfo, list_vaes, load_vae, resolve_vae
 from .checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state_dict, resolve_checkpoint, short_hash
 from .errors import UserError
 from .infotext import format_infotext
@@ -33,6 +37,10 @@ class LoadedModel:
     components: architecture.Components
     denoiser: DiscreteEpsDenoiser
     encoder: PromptEncoder
+    baked_vae: torch.nn.Module = None  # the checkpoint's own VAE, kept while an external one is in use
+    vae_info: VAEInfo | None = None  # the external VAE in use, None = baked-in
+    vae_sha256: str | None = None
+    attention: str | None = None  # the attention mode its modules currently use
 
     @property
     def short_hash(self) -> str:
@@ -64,12 +72,17 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None, embeddings_dir: Path | None = None):
+                 dtype: torch.dtype | None = None, embeddings_dir: Path | None = None, vae_dir: Path | None = None,
+                 vae_dtype: torch.dtype | None = None):
         self.ckpt_dir = Path(ckpt_dir)
+        self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
         self.hashes = HashCache(Path(data_dir) / "cache.json")
         self.embeddings = EmbeddingDatabase(Path(embeddings_dir or Path(data_dir) / "embeddings"), self.hashes)
         self.device = torch.device(device) if device else default_device()
         self.dtype = dtype or default_dtype(self.device)
+        self.vae_dtype = vae_dtype or self.dtype  # --no-half-vae keeps the VAE in fp32
+        # Loaded checkpoints by path, least recently used first; the active one is last.
+        self.cache: OrderedDict[Path, LoadedModel] = OrderedDict()
         self.settings = Settings()
         self.lock = threading.RLock()  # one job on the device at a time
         self._interrupt = threading.Event()
@@ -80,23 +93,92 @@ class PipelineManager:
         return list_checkpoints(self.ckpt_dir)
 
     def load(self, query: str) -> LoadedModel:
-        """Load a checkpoint by name, title, hash or path; on any error the previous model stays loaded."""
+        """Load a checkpoint by name, title, hash or path; on any error the previous model stays loaded.
+        Up to `settings.sd_checkpoints_limit` models stay in RAM: switching back to one reads nothing."""
         info = resolve_checkpoint(query, self.ckpt_dir, self.hashes)
         with self.lock:
             if self.current is not None and self.current.info.path == info.path:
                 return self.current
-            state_dict = read_state_dict(info.path)
-            arch = architecture.detect(state_dict)
-            components = architecture.build_components(state_dict, arch, device=self.device, dtype=self.dtype)
-            del state_dict
-            # embeddings must match this text encoder's width, so they are (re)read for each model
-            self.embeddings.load(components.tokenizer, components.text_encoder.config.hidden_size)
-            loaded = LoadedModel(info, self.hashes.sha256(info.path), components,
-                                 DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config)),
-                                 PromptEncoder(components.tokenizer, components.text_encoder, self.embeddings))
-            self.current = loaded  # the old model is released only once the new one works
-            log.info("loaded %s (%s)", loaded.title, arch.name)
+            loaded = self.cache.get(info.path) or self._build(info)
+            self._activate(loaded)
+            self._evict()
             return loaded
+
+    def _build(self, info: CheckpointInfo) -> LoadedModel:
+        state_dict = read_state_dict(info.path)
+        arch = architecture.detect(state_dict)
+        components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
+        del state_dict
+        torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
+        loaded = LoadedModel(info, self.hashes.sha256(info.path), components,
+                             DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config)),
+                             PromptEncoder(components.tokenizer, components.text_encoder, self.embeddings),
+                             baked_vae=components.vae)
+        log.info("loaded %s (%s)", loaded.title, arch.name)
+        return loaded
+
+    def _activate(self, model: LoadedModel):
+        """Make `model` the one on the device; the previous one goes back to RAM (a no-op on CPU)."""
+        if self.current is not None and self.device.type != "cpu":
+            self._move(self.current, torch.device("cpu"))
+        self._move(model, self.device)
+        self.cache[model.info.path] = model
+        self.cache.move_to_end(model.info.path)
+        self.current = model
+        # embeddings must match this text encoder's width, so they are re-read for each model
+        self.embeddings.load(model.components.tokenizer, model.components.text_encoder.config.hidden_size)
+        model.encoder.clear_cache()
+
+    @staticmethod
+    def _move(model: LoadedModel, device: torch.device):
+        parts = model.components
+        for module in {id(m): m for m in (parts.unet, parts.text_encoder, parts.vae, model.baked_vae)
+                       if m is not None}.values():
+            torch.nn.Module.to(module, device)
+
+    def _evict(self):
+        limit = max(1, int(self.settings.sd_checkpoints_limit))
+        while len(self.cache) > limit:
+            path, model = next(iter(self.cache.items()))
+            if model is self.current:
+                break
+            del self.cache[path]
+            log.info("unloaded %s", model.title)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def unload(self):
+        """A1111's "Unload checkpoint": drop every loaded model and free its memory."""
+        with self.lock:
+            self.current = None
+            self.cache.clear()
+            self._evict()
+
+    # ------------------------------------------------------------------ VAE and attention
+
+    def list_vaes(self) -> list[VAEInfo]:
+        return list_vaes(self.vae_dir)
+
+    def _apply_vae(self, model: LoadedModel, choice: str):
+        """Swap only the VAE: "None" = the checkpoint's own, "Automatic", or a file in models/VAE."""
+        info = resolve_vae(choice, model.info, self.vae_dir)
+        if info == model.vae_info:
+            return
+        if info is None:
+            model.components.vae = model.baked_vae
+        else:
+            vae = load_vae(info, model.baked_vae)
+            model.components.vae = torch.nn.Module.to(vae, self.device, self.vae_dtype)
+        model.vae_info = info
+        model.vae_sha256 = self.hashes.sha256(info.path) if info else None
+        model.attention = None  # the new VAE module needs its processors set
+
+    def _apply_attention(self, model: LoadedModel):
+        mode = self.settings.cross_attention_optimization
+        if model.attention != mode:
+            attention.apply(mode, model.components.unet, model.components.vae)
+            model.attention = mode
 
     def ensure_model(self, query: str | None) -> LoadedModel:
         if query:
@@ -145,7 +227,12 @@ class PipelineManager:
         with self.lock:
             self._interrupt.clear()
             model = self.ensure_model(params.model)
-            request = params.replace(model=model.info.model_name, model_hash=model.short_hash)
+            self._apply_vae(model, params.vae or self.settings.sd_vae)
+            self._apply_attention(model)
+            request = params.replace(
+                model=model.info.model_name, model_hash=model.short_hash,
+                vae=model.vae_info.model_name if model.vae_info else None,
+                vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None)
             control = processing.JobControl(on_progress, self._interrupt.is_set)
             result = processing.txt2img(model.components, model.denoiser, request, self.settings, control,
                                          model.encoder)

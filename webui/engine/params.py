@@ -54,6 +54,8 @@ class GenerationParams:
     # The checkpoint: a name, title, hash or path to load; on written infotext, the loaded model's name.
     model: str | None = None
     model_hash: str | None = None
+    vae: str | None = None  # None = the setting; infotext "VAE" (an external VAE's file name)
+    vae_hash: str | None = None
     # Infotext fields this version does not model, verbatim and in order (e.g. "Hires upscale", "Version").
     extra: dict[str, str] = field(default_factory=dict)
 

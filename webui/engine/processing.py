@@ -15,6 +15,7 @@ from .rng import ImageRNG, job_seeds
 from .samplers import sampling
 from .samplers.denoiser import CFGDenoiser, DiscreteEpsDenoiser
 from .settings import Settings
+from .vae import decode_latents
 
 
 class Interrupted(Exception):
@@ -41,12 +42,29 @@ class Txt2ImgResult:
     extra_networks: list = field(default_factory=list)  # <kind:args> tags found in the prompts
 
 
+# Above this many latent pixels the VAE decodes in tiles (diffusers' tiled decode): big images fit in memory.
+TILED_DECODE_ABOVE = 128 * 128
+
+
+def _decode(vae, latent: torch.Tensor) -> torch.Tensor:
+    tiled = latent.shape[-1] * latent.shape[-2] > TILED_DECODE_ABOVE
+    (vae.enable_tiling if tiled else vae.disable_tiling)()
+    try:
+        return decode_latents(vae, latent)
+    except torch.OutOfMemoryError:
+        if tiled:
+            raise
+        torch.cuda.empty_cache()
+        vae.enable_tiling()  # out of memory in one piece: tiles, as ComfyUI falls back
+        return decode_latents(vae, latent)
+
+
 def latents_to_images(vae, latents: torch.Tensor) -> list[Image.Image]:
     scale = vae.config.scaling_factor
     out = []
     for latent in latents:  # one at a time: VAE decode memory grows fast with batch
-        decoded = vae.decode((latent[None] / scale).to(vae.device, vae.dtype), return_dict=False)[0]
-        pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        decoded = _decode(vae, latent[None] / scale)
+        pixels = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         out.append(Image.fromarray(pixels[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8)))
     return out
 

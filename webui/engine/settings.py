@@ -11,6 +11,9 @@ RNG_SOURCES = ("CPU", "GPU")
 
 @dataclass
 class Settings:
+    sd_checkpoints_limit: int = 1  # checkpoints kept in RAM
+    sd_vae: str = "Automatic"  # "Automatic", "None" or a file in models/VAE
+    cross_attention_optimization: str = "Automatic"
     CLIP_stop_at_last_layers: int = 1  # "Clip skip"
     emphasis: str = "Original"
     eta_ancestral: float = 1.0  # "Eta" for ancestral / SDE samplers

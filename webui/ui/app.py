@@ -16,30 +16,64 @@ NO_CHECKPOINT_HELP = (
 )
 
 
-def checkpoint_choices(manager: PipelineManager) -> list[str]:
-    return [c.name for c in manager.list_checkpoints()]
+def checkpoint_choices(manager: PipelineManager) -> list[tuple[str, str]]:
+    """(title, name): A1111's "name [hash]" where the hash is known (hashing happens on first load)."""
+    out = []
+    for info in manager.list_checkpoints():
+        sha = manager.hashes.cached(info.path)
+        out.append((f"{info.name} [{sha[:10]}]" if sha else info.name, info.name))
+    return out
+
+
+def vae_choices(manager: PipelineManager) -> list[str]:
+    return ["Automatic", "None"] + [v.name for v in manager.list_vaes()]
+
+
+def model_status(manager: PipelineManager) -> str:
+    model = manager.current
+    if model is None:
+        return "No model loaded yet."
+    vae = model.vae_info.name if model.vae_info else "baked-in VAE"
+    return f"Active: **{model.title}**, {model.components.arch.name}, {vae}"
 
 
 def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
     choices = checkpoint_choices(manager)
     with gr.Row():
-        dropdown = gr.Dropdown(choices=choices, value=selected or (choices[0] if choices else None),
+        dropdown = gr.Dropdown(choices=choices, value=selected or (choices[0][1] if choices else None),
                                label="Stable Diffusion checkpoint", allow_custom_value=False, scale=4)
         refresh = gr.Button("🔄", scale=0, min_width=40)
+        vae = gr.Dropdown(choices=vae_choices(manager), value=manager.settings.sd_vae, label="SD VAE", scale=2)
+        unload = gr.Button("Unload", scale=0, min_width=80)
+    status = gr.Markdown(model_status(manager))
     notice = gr.Markdown(NO_CHECKPOINT_HELP.format(dir=manager.ckpt_dir), visible=not choices)
 
     @user_errors_as_gradio
     def select(name):
         if name:
             manager.load(name)
+        return model_status(manager)
+
+    def select_vae(choice):
+        manager.settings.sd_vae = choice or "Automatic"
+        return model_status(manager)
+
+    def do_unload():
+        manager.unload()
+        return model_status(manager)
 
     def do_refresh(current):
         names = checkpoint_choices(manager)
-        value = current if current in names else (names[0] if names else None)
-        return gr.update(choices=names, value=value), gr.update(visible=not names)
+        values = [value for _, value in names]
+        value = current if current in values else (values[0] if values else None)
+        return (gr.update(choices=names, value=value), gr.update(visible=not names),
+                gr.update(choices=vae_choices(manager)), model_status(manager))
 
-    dropdown.change(select, inputs=dropdown, api_name="load_checkpoint")
-    refresh.click(do_refresh, inputs=dropdown, outputs=[dropdown, notice], api_name="refresh_checkpoints")
+    dropdown.change(select, inputs=dropdown, outputs=status, api_name="load_checkpoint")
+    vae.change(select_vae, inputs=vae, outputs=status, api_name="select_vae")
+    unload.click(do_unload, outputs=status, api_name="unload_checkpoint")
+    refresh.click(do_refresh, inputs=dropdown, outputs=[dropdown, notice, vae, status],
+                  api_name="refresh_checkpoints")
     return dropdown
 
 

@@ -5,12 +5,17 @@ import dataclasses
 
 import gradio as gr
 
+from ..engine.attention import ATTENTION_MODES
 from ..engine.manager import PipelineManager
 from ..engine.prompts.encoder import EMPHASIS_MODES
 from ..engine.settings import RNG_SOURCES, Settings
 
 # (field, label, component factory) in A1111's wording.
 FIELDS = [
+    ("sd_checkpoints_limit", "Maximum number of checkpoints loaded at the same time (kept in RAM)",
+     lambda v: gr.Slider(1, 10, value=v, step=1)),
+    ("cross_attention_optimization", "Cross attention optimization",
+     lambda v: gr.Dropdown(list(ATTENTION_MODES), value=v)),
     ("CLIP_stop_at_last_layers", "Clip skip", lambda v: gr.Slider(1, 12, value=v, step=1)),
     ("emphasis", "Emphasis: (text) makes the model pay more attention, [text] less",
      lambda v: gr.Radio(list(EMPHASIS_MODES), value=v)),
