@@ -33,7 +33,7 @@ class NoCheckpoint(UserError):
 @dataclass
 class LoadedModel:
     info: CheckpointInfo
-    sha256: str
+    hashes: HashCache  # the file is hashed on first use, not on load: hashing 2-7 GB costs as much as reading it
     components: architecture.Components
     denoiser: DiscreteEpsDenoiser
     encoder: PromptEncoder
@@ -41,6 +41,10 @@ class LoadedModel:
     vae_info: VAEInfo | None = None  # the external VAE in use, None = baked-in
     vae_sha256: str | None = None
     attention: str | None = None  # the attention mode its modules currently use
+
+    @property
+    def sha256(self) -> str:
+        return self.hashes.sha256(self.info.path)
 
     @property
     def short_hash(self) -> str:
@@ -110,7 +114,7 @@ class PipelineManager:
         components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
         del state_dict
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
-        loaded = LoadedModel(info, self.hashes.sha256(info.path), components,
+        loaded = LoadedModel(info, self.hashes, components,
                              DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config)),
                              PromptEncoder(components.tokenizer, components.text_encoder, self.embeddings),
                              baked_vae=components.vae)
