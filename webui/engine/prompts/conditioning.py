@@ -13,6 +13,33 @@ from .parser import ExtraNetworkTag, extract_extra_networks, get_prompt_schedule
 Schedule = list[tuple[int, torch.Tensor]]  # (last step it applies to, conditioning)
 
 
+class DualEncoder:
+    """SDXL's two text encoders as one: contexts side by side (768 + 1280), pooled output from the second.
+    Chunking, token counts and embeddings follow the first, as both share one vocabulary."""
+
+    def __init__(self, first: PromptEncoder, second: PromptEncoder):
+        self.first, self.second = first, second
+
+    def encode_with_pooled(self, line: str, clip_skip: int = 1, emphasis: str = "Original"):
+        a, _ = self.first.encode_with_pooled(line, clip_skip, emphasis)
+        b, pooled = self.second.encode_with_pooled(line, clip_skip, emphasis)
+        length = max(a.shape[1], b.shape[1])  # embeddings may give the encoders different chunk counts
+        return torch.cat([_repeat_last(a, length), _repeat_last(b, length)], dim=-1), pooled
+
+    def encode(self, line: str, clip_skip: int = 1, emphasis: str = "Original") -> torch.Tensor:
+        return self.encode_with_pooled(line, clip_skip, emphasis)[0]
+
+    def token_count(self, line: str):
+        return self.first.token_count(line)
+
+    def used_embeddings(self, line: str):
+        return self.first.used_embeddings(line)
+
+    def clear_cache(self):
+        self.first.clear_cache()
+        self.second.clear_cache()
+
+
 def _at(schedule: Schedule, step: int) -> torch.Tensor:
     for end, cond in schedule:
         if step <= end:
@@ -38,6 +65,14 @@ class Conditioning:
     uncond: Schedule
     empty: torch.Tensor
     padded: bool = False  # set once cond and uncond needed padding ("Pad conds" in infotext)
+    pooled: dict[int, torch.Tensor] = field(default_factory=dict)  # id(context) → pooled (SDXL)
+
+    def pooled_at_step(self, step: int) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """Pooled outputs matching at_step's conds and uncond, or None for models without them."""
+        if not self.pooled:
+            return None
+        conds = [self.pooled[id(_at(schedule, step))] for schedule, _ in self.parts]
+        return conds, self.pooled[id(_at(self.uncond, step))]
 
     def at_step(self, step: int) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
         """(one tensor per AND part, their weights, uncond), all of one token length, for model call `step`."""
@@ -74,12 +109,20 @@ def build_conditioning(encoder: PromptEncoder, prompt: str, negative_prompt: str
     negative, negative_tags = extract_extra_networks(negative_prompt)
     parts = split_and(text) or [("", 1.0)]
     schedules = get_prompt_schedules([part for part, _ in parts] + [negative], steps)
-    encode = lambda line: encoder.encode(line, clip_skip, emphasis)  # noqa: E731  (encoder caches per text)
+    pooled: dict[int, torch.Tensor] = {}
+
+    def encode(line):  # the encoder caches per text
+        context, pool = encoder.encode_with_pooled(line, clip_skip, emphasis)
+        if pool is not None:
+            pooled[id(context)] = pool
+        return context
+
     cond = Conditioning(
         parts=[([(end, encode(line)) for end, line in schedule], weight)
                for schedule, (_, weight) in zip(schedules[:-1], parts)],
         uncond=[(end, encode(line)) for end, line in schedules[-1]],
         empty=encode(""),
+        pooled=pooled,
     )
     info = PromptInfo(extra_networks=tags + negative_tags)
     lines = {line for schedule in schedules for _, line in schedule}

@@ -36,10 +36,17 @@ def target_token_count(count: int) -> int:
 class PromptEncoder:
     """One text encoder + tokenizer (+ embeddings). Encodings are cached per (text, clip skip, emphasis)."""
 
-    def __init__(self, tokenizer, text_encoder, embeddings=None):
+    def __init__(self, tokenizer, text_encoder, embeddings=None, *, pad_id: int | None = None,
+                 hidden_layer: int | None = None, final_norm: bool = True, pooled: bool = False):
+        """hidden_layer None: the last layer, moved up by clip skip (SD1). Otherwise a fixed hidden state
+        (SD2: -2 with the final norm; SDXL: -2 without it) and clip skip does not apply, as in A1111.
+        pad_id: OpenCLIP encoders (SD2, SDXL's second) pad with 0, not with EOS. pooled: keep the projected
+        pooled output of the first chunk (SDXL's second encoder)."""
         self.tokenizer, self.text_encoder, self.embeddings = tokenizer, text_encoder, embeddings
+        self.hidden_layer, self.final_norm, self.pooled = hidden_layer, final_norm, pooled
         self.id_start = tokenizer.bos_token_id
         self.id_end = tokenizer.eos_token_id
+        self.id_pad = self.id_end if pad_id is None else pad_id
         self.comma_token = tokenizer.get_vocab().get(",</w>")
         self._cache: OrderedDict = OrderedDict()
 
@@ -60,7 +67,8 @@ class PromptEncoder:
             nonlocal chunk, token_count, last_comma
             token_count += len(chunk.tokens)
             pad = CHUNK_LENGTH - len(chunk.tokens)
-            chunk.tokens = [self.id_start] + chunk.tokens + [self.id_end] * pad + [self.id_end]
+            # A1111 pads before the final EOS (then OpenCLIP's pad id replaces what follows the first EOS)
+            chunk.tokens = [self.id_start] + chunk.tokens + [self.id_pad] * pad + [self.id_end]
             chunk.multipliers = [1.0] + chunk.multipliers + [1.0] * pad + [1.0]
             chunks.append(chunk)
             chunk, last_comma = PromptChunk(), -1
@@ -112,12 +120,18 @@ class PromptEncoder:
     @torch.no_grad()
     def encode(self, line: str, clip_skip: int = 1, emphasis: str = "Original") -> torch.Tensor:
         """Conditioning (1, 77 × chunks, width) on the text encoder's device."""
+        return self.encode_with_pooled(line, clip_skip, emphasis)[0]
+
+    @torch.no_grad()
+    def encode_with_pooled(self, line: str, clip_skip: int = 1, emphasis: str = "Original"):
+        """(conditioning, pooled output of the first chunk or None)."""
         key = (line, clip_skip, emphasis)
         if key in self._cache:
             self._cache.move_to_end(key)
         else:
             chunks, _ = self.tokenize_line(line, emphasis)
-            self._cache[key] = torch.cat([self._encode_chunk(c, clip_skip, emphasis) for c in chunks], dim=1)
+            encoded = [self._encode_chunk(c, clip_skip, emphasis) for c in chunks]
+            self._cache[key] = (torch.cat([z for z, _ in encoded], dim=1), encoded[0][1])
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return self._cache[key]
@@ -134,17 +148,22 @@ class PromptEncoder:
                 seen[embedding.name] = embedding
         return list(seen.values())
 
-    def _encode_chunk(self, chunk: PromptChunk, clip_skip: int, emphasis: str) -> torch.Tensor:
+    def _encode_chunk(self, chunk: PromptChunk, clip_skip: int, emphasis: str):
         device = next(self.text_encoder.parameters()).device
         ids = torch.tensor([chunk.tokens], device=device)
-        with self._spliced_embeddings(chunk.fixes):
-            out = self.text_encoder(input_ids=ids, output_hidden_states=clip_skip > 1, return_dict=True)
-        if clip_skip > 1:
-            # A1111: the hidden state clip_skip layers from the end, through the final layer norm
-            layer = out.hidden_states[-min(clip_skip, len(out.hidden_states))]
-            z = self.text_encoder.final_layer_norm(layer)
+        if self.hidden_layer is None and clip_skip <= 1:
+            wanted = None
         else:
+            wanted = self.hidden_layer if self.hidden_layer is not None else -clip_skip
+        with self._spliced_embeddings(chunk.fixes):
+            out = self.text_encoder(input_ids=ids, output_hidden_states=wanted is not None, return_dict=True)
+        if wanted is None:
             z = out.last_hidden_state
+        else:
+            # A1111: a hidden state counted from the end (clip skip), through the final layer norm for SD1/SD2
+            layer = out.hidden_states[max(wanted, -len(out.hidden_states))]
+            z = self._final_layer_norm()(layer) if self.final_norm else layer
+        pooled = getattr(out, "text_embeds", None) if self.pooled else None
         if emphasis in ("Original", "No norm"):
             multipliers = torch.tensor(chunk.multipliers, device=z.device, dtype=z.dtype)[None, :, None]
             # "(x:1e309)" parses to inf: a black image helps nobody, so such weights count as 1
@@ -153,7 +172,11 @@ class PromptEncoder:
             z = z * multipliers
             if emphasis == "Original":
                 z = z * (original_mean / z.mean())
-        return z
+        return z, pooled
+
+    def _final_layer_norm(self):
+        model = self.text_encoder
+        return getattr(model, "final_layer_norm", None) or model.text_model.final_layer_norm
 
     @contextlib.contextmanager
     def _spliced_embeddings(self, fixes):

@@ -22,8 +22,9 @@ class DiscreteEpsDenoiser:
     """An epsilon-predicting UNet over its 1000 training timesteps, in k-diffusion's sigma parameterisation
     (CompVisDenoiser semantics: sigmas from alphas_cumprod, log-sigma interpolation between timesteps)."""
 
-    def __init__(self, unet, alphas_cumprod: torch.Tensor):
+    def __init__(self, unet, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon"):
         self.unet = unet
+        self.v_prediction = prediction_type == "v_prediction"
         self.alphas_cumprod = alphas_cumprod = alphas_cumprod.to(torch.float32)
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
@@ -55,15 +56,25 @@ class DiscreteEpsDenoiser:
         t = torch.linspace(len(self.sigmas) - 1, 0, n)
         return torch.cat([self.t_to_sigma(t), t.new_zeros([1])])
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, added_cond: dict | None = None,
+                 concat: torch.Tensor | None = None) -> torch.Tensor:
+        """added_cond: SDXL's pooled text embeds and time ids; concat: an inpainting model's extra channels."""
         sigma = sigma.to(torch.float32).cpu()  # the schedule lives on the CPU: no device sync per step
         c_in = (1 / (sigma**2 + 1) ** 0.5).to(x.device)[:, None, None, None]
         t = self.sigma_to_t(sigma).to(x.device)
         dtype = self.unet.dtype
-        eps = self.unet(
-            (x * c_in).to(dtype), t.to(dtype), encoder_hidden_states=cond.to(dtype), return_dict=False
-        )[0].to(x.dtype)
-        return self.scale_output(sigma, x - eps * sigma.to(x.device)[:, None, None, None], x)
+        x_in = x * c_in
+        if concat is not None:
+            x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
+        kwargs = {"added_cond_kwargs": {k: v.to(dtype) for k, v in added_cond.items()}} if added_cond else {}
+        out = self.unet(x_in.to(dtype), t.to(dtype), encoder_hidden_states=cond.to(dtype), return_dict=False,
+                        **kwargs)[0].to(x.dtype)
+        s = sigma.to(x.device)[:, None, None, None]
+        if self.v_prediction:  # k-diffusion's CompVisVDenoiser scalings (sigma_data = 1)
+            denoised = x / (s**2 + 1) - out * s / (s**2 + 1) ** 0.5
+        else:
+            denoised = x - out * s
+        return self.scale_output(sigma, denoised, x)
 
     def scale_output(self, sigma: torch.Tensor, denoised: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return denoised
@@ -107,21 +118,31 @@ class CFGDenoiser:
 
     `step` counts model calls, as A1111's CFGDenoiser does: prompt editing switches by that count."""
 
-    def __init__(self, model: DiscreteEpsDenoiser, conditioning, cfg_scale: float, on_step=None):
+    def __init__(self, model: DiscreteEpsDenoiser, conditioning, cfg_scale: float, on_step=None,
+                 time_ids: torch.Tensor | None = None, concat: torch.Tensor | None = None):
         self.model, self.conditioning, self.cfg_scale = model, conditioning, cfg_scale
         self.on_step = on_step  # called before every model evaluation: progress and interruption
+        self.time_ids = time_ids  # SDXL: (1, 6) original size, crop, target size
+        self.concat = concat  # inpainting models: (batch, 5, h, w) mask + masked-image latent
         self.step = 0
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.on_step is not None:
             self.on_step()
         conds, weights, uncond = self.conditioning.at_step(self.step)
+        pooled = self.conditioning.pooled_at_step(self.step)
         self.step += 1
         n = x.shape[0]
         sigma = sigma.reshape(-1).expand(n) if sigma.numel() == 1 else sigma
         parts = len(conds)
         context = torch.cat([c.expand(n, -1, -1) for c in conds] + [uncond.expand(n, -1, -1)])
-        out = self.model(x.repeat(parts + 1, 1, 1, 1), sigma.repeat(parts + 1), context)
+        added = None
+        if pooled is not None:
+            part_pooled, uncond_pooled = pooled
+            embeds = torch.cat([p.expand(n, -1) for p in part_pooled] + [uncond_pooled.expand(n, -1)])
+            added = {"text_embeds": embeds, "time_ids": self.time_ids.to(embeds.device).expand(len(embeds), -1)}
+        concat = self.concat.repeat(parts + 1, 1, 1, 1) if self.concat is not None else None
+        out = self.model(x.repeat(parts + 1, 1, 1, 1), sigma.repeat(parts + 1), context, added, concat)
         uncond_out = out[parts * n:]
         denoised = uncond_out.clone()
         for i, weight in enumerate(weights):
