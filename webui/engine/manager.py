@@ -18,7 +18,7 @@ from .errors import UserError
 from .infotext import format_infotext
 from .params import GenerationParams
 from .prompts.embeddings import EmbeddingDatabase
-from .prompts.conditioning import prompt_token_count
+from .prompts.conditioning import DualEncoder, prompt_token_count
 from .prompts.encoder import PromptEncoder
 from .settings import Settings
 from .samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
@@ -114,12 +114,28 @@ class PipelineManager:
         components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
         del state_dict
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
-        loaded = LoadedModel(info, self.hashes, components,
-                             DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config)),
-                             PromptEncoder(components.tokenizer, components.text_encoder, self.embeddings),
+        denoiser = DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config),
+                                       getattr(arch, "prediction_type", "epsilon"))
+        loaded = LoadedModel(info, self.hashes, components, denoiser, self._text_side(components),
                              baked_vae=components.vae)
         log.info("loaded %s (%s)", loaded.title, arch.name)
         return loaded
+
+    def _text_side(self, parts: architecture.Components):
+        """The prompt encoder(s) each family uses, with A1111's layer choices."""
+        family = getattr(parts.arch, "family", "sd1")
+        second = getattr(parts, "text_encoder_2", None)
+        if family == "sd2":
+            return PromptEncoder(parts.tokenizer, parts.text_encoder, self.embeddings, pad_id=0, hidden_layer=-2)
+        if family == "sdxl":
+            # TI for SDXL needs per-encoder halves of each embedding: not wired yet, so none are used
+            return DualEncoder(
+                PromptEncoder(parts.tokenizer, parts.text_encoder, hidden_layer=-2, final_norm=False),
+                PromptEncoder(parts.tokenizer_2, second, pad_id=0, hidden_layer=-2, final_norm=False, pooled=True))
+        if family == "sdxl_refiner":
+            return PromptEncoder(parts.tokenizer_2, second, pad_id=0, hidden_layer=-2, final_norm=False,
+                                 pooled=True)
+        return PromptEncoder(parts.tokenizer, parts.text_encoder, self.embeddings)
 
     def _activate(self, model: LoadedModel):
         """Make `model` the one on the device; the previous one goes back to RAM (a no-op on CPU)."""
@@ -130,13 +146,15 @@ class PipelineManager:
         self.cache.move_to_end(model.info.path)
         self.current = model
         # embeddings must match this text encoder's width, so they are re-read for each model
-        self.embeddings.load(model.components.tokenizer, model.components.text_encoder.config.hidden_size)
+        if model.components.text_encoder is not None:
+            self.embeddings.load(model.components.tokenizer, model.components.text_encoder.config.hidden_size)
         model.encoder.clear_cache()
 
     @staticmethod
     def _move(model: LoadedModel, device: torch.device):
         parts = model.components
-        for module in {id(m): m for m in (parts.unet, parts.text_encoder, parts.vae, model.baked_vae)
+        for module in {id(m): m for m in (parts.unet, parts.text_encoder, getattr(parts, "text_encoder_2", None),
+                                          parts.vae, model.baked_vae)
                        if m is not None}.values():
             torch.nn.Module.to(module, device)
 

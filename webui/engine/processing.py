@@ -83,6 +83,25 @@ class _Progress:
         self.done += 1
 
 
+def _model_extras(components, params: GenerationParams, device):
+    """What some UNets take beside the text: SDXL's size/crop ids; an inpainting model's mask + image latent."""
+    arch = components.arch
+    time_ids = None
+    if getattr(arch, "family", "sd1") == "sdxl":  # original size, crop top-left, target size (A1111: no crop)
+        time_ids = torch.tensor([[params.height, params.width, 0, 0, params.height, params.width]], dtype=torch.float32)
+    elif getattr(arch, "family", "sd1") == "sdxl_refiner":  # original size, crop, aesthetic score (A1111: 6)
+        time_ids = torch.tensor([[params.height, params.width, 0, 0, 6.0]], dtype=torch.float32)
+    concat = None
+    if getattr(arch, "inpainting", False):
+        # txt2img on an inpainting model, as A1111: everything masked, the "masked image" all mid-grey. The
+        # latent is the VAE's mean (A1111 samples it with the global RNG, which is not reproducible).
+        vae = components.vae
+        grey = torch.zeros(1, 3, params.height, params.width, device=vae.device, dtype=vae.dtype)
+        latent = vae.encode(grey).latent_dist.mean.float() * vae.config.scaling_factor
+        concat = torch.cat([torch.ones_like(latent[:, :1]), latent], dim=1).to(device)
+    return time_ids, concat
+
+
 # Infotext fields a job computes itself: a pasted infotext's old values must not carry over.
 COMPUTED_EXTRA = ("TI hashes", "Pad conds", "Discard penultimate sigma", "Beta schedule alpha",
                   "Beta schedule beta")
@@ -103,6 +122,7 @@ def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
     conditioning, prompt_info = build_conditioning(encoder, params.prompt, params.negative_prompt, params.steps,
                                                    clip_skip, emphasis)
 
+    time_ids, concat = _model_extras(components, params, device)
     progress = _Progress(control, params.steps * plan.model_calls_per_step * params.n_iter)
     count = params.batch_size * params.n_iter
     seeds, subseeds = job_seeds(params, count)
@@ -119,7 +139,8 @@ def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
         batch = slice(n * params.batch_size, (n + 1) * params.batch_size)
         rng = ImageRNG(latent_shape, seeds[batch], subseeds[batch], params.subseed_strength,
                        (params.seed_resize_from_w, params.seed_resize_from_h), plan.ensd, plan.rng_source)
-        model = CFGDenoiser(plan.denoiser, conditioning, params.cfg_scale, on_step=progress)
+        model = CFGDenoiser(plan.denoiser, conditioning, params.cfg_scale, on_step=progress, time_ids=time_ids,
+                            concat=None if concat is None else concat.expand(len(seeds[batch]), -1, -1, -1))
         try:
             latents = sampling.sample(plan, model, rng, seeds[batch], device)
         except Interrupted:
