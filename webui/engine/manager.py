@@ -118,7 +118,7 @@ class PipelineManager:
                                        getattr(arch, "prediction_type", "epsilon"))
         loaded = LoadedModel(info, self.hashes, components, denoiser, self._text_side(components),
                              baked_vae=components.vae)
-        log.info("loaded %s (%s)", loaded.title, arch.name)
+        log.info("loaded %s (%s)", info.name, arch.name)  # not .title: that would hash the file now
         return loaded
 
     def _text_side(self, parts: architecture.Components):
@@ -158,24 +158,27 @@ class PipelineManager:
                        if m is not None}.values():
             torch.nn.Module.to(module, device)
 
-    def _evict(self):
+    def _evict(self, force_collect: bool = False):
         limit = max(1, int(self.settings.sd_checkpoints_limit))
+        evicted = force_collect
         while len(self.cache) > limit:
             path, model = next(iter(self.cache.items()))
             if model is self.current:
                 break
             del self.cache[path]
-            log.info("unloaded %s", model.title)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+            evicted = True
+            log.info("unloaded %s", model.info.name)
+        if evicted:  # a collection costs ~0.25 s: only when something was let go
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def unload(self):
         """A1111's "Unload checkpoint": drop every loaded model and free its memory."""
         with self.lock:
             self.current = None
             self.cache.clear()
-            self._evict()
+            self._evict(force_collect=True)
 
     # ------------------------------------------------------------------ VAE and attention
 
