@@ -11,7 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 from webui.engine import architecture, ldm_layout, tiny
-from webui.engine.architecture import ArchitectureError, build_components, detect, make_architecture
+from webui.engine.architecture import (
+    ArchitectureError,
+    build_components,
+    detect,
+    make_architecture,
+)
 
 ENGINE = Path(architecture.__file__).parent
 
@@ -42,7 +47,9 @@ def sd(tiny_sd):
 def test_detect_tiny_sizes(ckpt_files, suffix):
     arch = detect(read(ckpt_files[suffix]))
     u, v, t = arch.unet_config, arch.vae_config, arch.text_encoder_config
-    assert arch.name == "sd1"
+    assert (arch.name, arch.family, arch.prediction_type, arch.inpainting) == ("SD1", "sd1", "epsilon", False)
+    assert (arch.text_encoder_2_config, arch.tokenizer_2_dir) == (None, None)
+    assert (arch.clip_skip, arch.clip_final_norm) == (1, True)
     assert (u["in_channels"], u["out_channels"], u["block_out_channels"], u["layers_per_block"]) == (4, 4, [32, 64], 1)
     assert u["down_block_types"] == ["CrossAttnDownBlock2D", "DownBlock2D"]
     assert u["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D"]
@@ -162,7 +169,7 @@ def test_wrong_shape_is_named(sd, key):
 
 
 def test_not_stable_diffusion(sd):
-    with pytest.raises(ArchitectureError, match="not a Stable Diffusion 1.x checkpoint: no UNet weights"):
+    with pytest.raises(ArchitectureError, match="not a Stable Diffusion checkpoint: no UNet weights"):
         detect({k: v for k, v in sd.items() if not k.startswith("model.diffusion_model.")})
     with pytest.raises(ArchitectureError, match="not a Stable Diffusion"):
         detect({"weight": torch.zeros(3)})
@@ -172,12 +179,14 @@ def test_not_stable_diffusion(sd):
         detect({k: v for k, v in sd.items() if not k.startswith("cond_stage_model.")})
 
 
-def test_other_families_are_named(sd):
+def test_shapes_of_no_known_family_are_refused(sd):
+    """A context dim no text tower explains (here SD2's 1024 with SD1's CLIP tower) is an error, not a guess."""
     for key in [k for k in sd if k.endswith("attn2.to_k.weight")]:
         sd[key] = torch.zeros(sd[key].shape[0], 1024)
-    with pytest.raises(ArchitectureError, match=r"context dim 1024 \(SD2\.x\?\) is not supported yet"):
+    with pytest.raises(ArchitectureError, match="text encoder width 32 does not match the UNet's cross-attention "
+                                                "dim 1024"):
         detect(sd)
-    with pytest.raises(ArchitectureError, match="SDXL"):
+    with pytest.raises(ArchitectureError, match=r"both cond_stage_model\.\* and conditioner\.embedders\.\*"):
         detect({**sd, "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": torch.zeros(3)})
 
 
@@ -190,10 +199,14 @@ def test_text_width_must_match_context_dim(sd):
 
 def test_full_size_sd15_layout_on_meta():
     """The real SD1.5 shapes, without memory: our LDM names match diffusers' converters and known file keys."""
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+    )
 
     arch = make_architecture("sd1")
-    unet, vae, text_encoder = architecture.empty_modules(arch)
+    unet, vae, text_encoder, text_encoder_2 = architecture.empty_modules(arch)
+    assert text_encoder_2 is None
     sd = ldm_layout.to_ldm_state_dict(unet, vae, text_encoder)
     assert len(sd) == 1130  # 686 UNet + 248 VAE + 196 CLIP (files that also carry position_ids have 1131)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}

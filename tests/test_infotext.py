@@ -253,7 +253,7 @@ values = texts
 # The last field's trailing whitespace is lost to strip(); Version/User are always last.
 tail_values = texts.filter(lambda s: s == s.rstrip())
 extras = st.dictionaries(
-    st.sampled_from(["Hires upscale", "Denoising strength", "Clip skip", "VAE hash", "Lora hashes", "Foo"]),
+    st.sampled_from(["Hires upscale", "Denoising strength", "Lora hashes", "Foo"]),
     values, max_size=5)
 
 

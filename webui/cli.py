@@ -120,13 +120,17 @@ def run_txt2img(argv: list[str]) -> int:
 
 def run_make_tiny_model(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="webui make-tiny-model",
-                                description="Write a tiny random-weight SD1.x checkpoint (single-file layout).")
+                                description="Write a tiny random-weight checkpoint in the original single-file layout.")
     p.add_argument("path", type=Path, help="output file, .safetensors or .ckpt")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", choices=["sd1", "sd2", "sdxl", "sdxl_refiner"], default="sd1")
+    p.add_argument("--inpainting", action="store_true", help="the 9-channel inpainting variant")
+    p.add_argument("--v-prediction", action="store_true", help="a v-prediction model (SD2 768-v style)")
     args = p.parse_args(argv)
     from .engine.tiny import make_tiny_checkpoint
 
-    print(make_tiny_checkpoint(args.path, seed=args.seed))
+    print(make_tiny_checkpoint(args.path, seed=args.seed, family=args.family, inpainting=args.inpainting,
+                               prediction="v_prediction" if args.v_prediction else "epsilon"))
     return 0
 
 

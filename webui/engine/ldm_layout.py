@@ -14,7 +14,10 @@ UNet (`model.diffusion_model.`), with n = layers_per_block:
     up_blocks.l.upsamplers.0      output_blocks.{l(n+1) + n}.{2 if the level has attention else 1}.conv
 VAE (`first_stage_model.`): encoder.down.i.block.j, decoder.up.{L-1-i} (LDM numbers decoder levels from the
     lowest resolution up), mid.block_1/attn_1/block_2, attention q/k/v/proj_out stored as 1×1 conv weights.
-Text encoder (`cond_stage_model.transformer.text_model.`): transformers' CLIPTextModel keys, prefixed.
+    SDXL's size/crop embedding: add_embedding.linear_1/2  label_emb.0.0 / label_emb.0.2
+Text encoders, by family (TEXT_TOWERS): OpenAI CLIP towers are stored as transformers' CLIPTextModel keys under a
+    prefix; OpenCLIP towers (SD2's ViT-H, SDXL's bigG) in OpenCLIP's own layout (see _OPENCLIP), where one
+    in_proj matrix holds q, k and v stacked, and text_projection is stored transposed (x @ P, not a Linear).
 """
 from __future__ import annotations
 
@@ -26,6 +29,18 @@ import torch
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer.text_model."
+OPENCLIP_PREFIX = "cond_stage_model.model."  # SD2
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
+SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+REFINER_OPENCLIP_PREFIX = "conditioner.embedders.0.model."
+
+# (prefix, layout) of the text towers each family's files hold, for the text_encoder and text_encoder_2 slots.
+TEXT_TOWERS: dict[str, tuple[tuple[str, str] | None, tuple[str, str] | None]] = {
+    "sd1": ((TEXT_PREFIX, "clip"), None),
+    "sd2": ((OPENCLIP_PREFIX, "openclip"), None),
+    "sdxl": ((SDXL_CLIP_PREFIX, "clip"), (SDXL_OPENCLIP_PREFIX, "openclip")),
+    "sdxl_refiner": (None, (REFINER_OPENCLIP_PREFIX, "openclip")),
+}
 
 _UNET_TOP = {
     "conv_in": "input_blocks.0.0",
@@ -33,6 +48,8 @@ _UNET_TOP = {
     "time_embedding.linear_2": "time_embed.2",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _RESNET = {
     "norm1": "in_layers.0",
@@ -108,9 +125,91 @@ def vae_key(key: str, config: Mapping) -> str:
     raise KeyError(f"no LDM name for VAE key {key!r}")
 
 
-def text_encoder_key(key: str) -> str:
+def text_encoder_key(key: str, prefix: str = TEXT_PREFIX) -> str:
     """The LDM key of a transformers CLIPTextModel key (with or without the pre-5.6 `text_model.` prefix)."""
-    return TEXT_PREFIX + key.removeprefix("text_model.")
+    return prefix + key.removeprefix("text_model.")
+
+
+# transformers CLIPTextModel names (without `text_model.`) → OpenCLIP names, per layer and at the top.
+_OPENCLIP_LAYER = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_OPENCLIP_TOP = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm.weight": "ln_final.weight",
+    "final_layer_norm.bias": "ln_final.bias",
+    "text_projection.weight": "text_projection",
+}
+_HF_LAYER = re.compile(r"encoder\.layers\.(\d+)\.(.+)")
+_QKV = re.compile(r"self_attn\.([qkv])_proj\.(weight|bias)")
+
+
+def openclip_key(key: str, prefix: str = "") -> str:
+    """The OpenCLIP key of a transformers CLIP text model key; q/k/v_proj all name the shared in_proj."""
+    key = key.removeprefix("text_model.")
+    if key in _OPENCLIP_TOP:
+        return prefix + _OPENCLIP_TOP[key]
+    m = _HF_LAYER.fullmatch(key)
+    if not m:
+        raise KeyError(f"no OpenCLIP name for text encoder key {key!r}")
+    layer, rest = m.group(1), m.group(2)
+    if q := _QKV.fullmatch(rest):
+        return f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{q.group(2)}"
+    return f"{prefix}transformer.resblocks.{layer}.{_rename_first(rest, _OPENCLIP_LAYER)}"
+
+
+def to_openclip(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """A transformers CLIP text model's tensors in OpenCLIP layout (q, k, v stacked into in_proj, in that order)."""
+    out: dict[str, torch.Tensor] = {}
+    stacks: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state_dict.items():
+        if key.endswith("position_ids"):
+            continue
+        name = openclip_key(key, prefix)
+        q = _QKV.search(key)
+        if q:
+            stacks.setdefault(name, {})[q.group(1)] = tensor
+        elif name.endswith("text_projection"):
+            out[name] = tensor.t()
+        else:
+            out[name] = tensor
+    for name, parts in stacks.items():
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def from_openclip(state_dict: Mapping[str, torch.Tensor], prefix: str,
+                  projection: bool = True) -> dict[str, torch.Tensor]:
+    """The OpenCLIP tower under `prefix` as transformers CLIP keys (without `text_model.`); inverse of to_openclip.
+
+    Tensors are views (q/k/v are row slices of in_proj), so values stay bit-identical. projection=False leaves
+    out text_projection (SD2 files carry one that the plain CLIPTextModel SD2 uses has no slot for). OpenCLIP's
+    logit_scale belongs to the image-text loss and is never taken.
+    """
+    top = {v: k for k, v in _OPENCLIP_TOP.items() if projection or v != "text_projection"}
+    block = re.compile(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.(.+)")
+    layer_names = {v: k for k, v in _OPENCLIP_LAYER.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        if rest in top:
+            out[top[rest]] = tensor.t() if rest == "text_projection" else tensor
+        elif m := block.fullmatch(key):
+            layer, name = m.group(1), m.group(2)
+            if name.startswith("attn.in_proj_"):
+                kind = name.removeprefix("attn.in_proj_")
+                for part, chunk in zip("qkv", tensor.chunk(3, dim=0)):
+                    out[f"encoder.layers.{layer}.self_attn.{part}_proj.{kind}"] = chunk
+            else:
+                out[f"encoder.layers.{layer}.{_rename_first(name, layer_names)}"] = tensor
+    return out
 
 
 def _vae_tensor(ldm_key: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -119,16 +218,31 @@ def _vae_tensor(ldm_key: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(*tensor.shape, 1, 1) if is_attn and tensor.ndim == 2 else tensor
 
 
-def to_ldm_state_dict(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
-    """One single-file SD1.x state dict from diffusers/transformers modules (tensors are detached views)."""
+def text_tower_state_dict(module, prefix: str, layout: str) -> dict[str, torch.Tensor]:
+    """One transformers CLIP text model's tensors as a single file stores them under `prefix`."""
+    tensors = {k: v.detach() for k, v in module.state_dict().items() if not k.endswith("position_ids")}
+    if layout == "openclip":
+        return to_openclip(tensors, prefix)
+    return {text_encoder_key(k, prefix): v for k, v in tensors.items()}
+
+
+def to_ldm_state_dict(unet, vae, text_encoder, text_encoder_2=None, family: str = "sd1") -> dict[str, torch.Tensor]:
+    """One single-file state dict of `family` from diffusers/transformers modules (tensors are detached views,
+    except OpenCLIP's in_proj, which is a new q|k|v concatenation).
+
+    Only module weights are written; constants a real file also carries (OpenCLIP's logit_scale, SD2's unused
+    text_projection) are the caller's business (tiny.py adds them).
+    """
     out: dict[str, torch.Tensor] = {}
     for key, tensor in unet.state_dict().items():
         out[unet_key(key, unet.config)] = tensor.detach()
     for key, tensor in vae.state_dict().items():
         name = vae_key(key, vae.config)
         out[name] = _vae_tensor(name, tensor.detach())
-    for key, tensor in text_encoder.state_dict().items():
-        if key.endswith("position_ids"):
-            continue  # a constant buffer, not a weight; loaders ignore it
-        out[text_encoder_key(key)] = tensor.detach()
+    for module, tower in zip((text_encoder, text_encoder_2), TEXT_TOWERS[family]):
+        if (module is None) != (tower is None):
+            got = [type(m).__name__ for m in (text_encoder, text_encoder_2)]
+            raise ValueError(f"{family} stores text towers {TEXT_TOWERS[family]}, got modules {got}")
+        if module is not None:
+            out.update(text_tower_state_dict(module, *tower))
     return out

@@ -110,7 +110,7 @@ class PipelineManager:
 
     def _build(self, info: CheckpointInfo) -> LoadedModel:
         state_dict = read_state_dict(info.path)
-        arch = architecture.detect(state_dict)
+        arch = architecture.detect(state_dict, architecture.sidecar_yaml(info.path))
         components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
         del state_dict
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts

@@ -126,7 +126,7 @@ def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
     progress = _Progress(control, params.steps * plan.model_calls_per_step * params.n_iter)
     count = params.batch_size * params.n_iter
     seeds, subseeds = job_seeds(params, count)
-    latent_shape = (components.unet.config.in_channels, params.height // 8, params.width // 8)
+    latent_shape = (components.vae.config.latent_channels, params.height // 8, params.width // 8)
     base = params.replace(batch_size=1, n_iter=1, clip_skip=clip_skip if clip_skip > 1 else None,
                           emphasis=prompt_info.infotext.pop("Emphasis", None), **plan.record)
     base.extra = {k: v for k, v in params.extra.items() if k not in COMPUTED_EXTRA}
