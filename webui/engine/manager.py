@@ -114,27 +114,28 @@ class PipelineManager:
         components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
         del state_dict
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
-        denoiser = DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config),
-                                       getattr(arch, "prediction_type", "epsilon"))
+        denoiser = DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config), arch.prediction_type)
         loaded = LoadedModel(info, self.hashes, components, denoiser, self._text_side(components),
                              baked_vae=components.vae)
         log.info("loaded %s (%s)", info.name, arch.name)  # not .title: that would hash the file now
         return loaded
 
     def _text_side(self, parts: architecture.Components):
-        """The prompt encoder(s) each family uses, with A1111's layer choices."""
-        family = getattr(parts.arch, "family", "sd1")
-        second = getattr(parts, "text_encoder_2", None)
-        if family == "sd2":
-            return PromptEncoder(parts.tokenizer, parts.text_encoder, self.embeddings, pad_id=0, hidden_layer=-2)
-        if family == "sdxl":
+        """The prompt encoder(s) each family uses. The layer the UNet was trained on comes from the
+        architecture (SD1: last; SD2: penultimate + final norm; SDXL: penultimate, no norm)."""
+        arch = parts.arch
+        layer = None if arch.clip_skip == 1 else -arch.clip_skip
+        open_clip = dict(pad_id=0, hidden_layer=layer, final_norm=arch.clip_final_norm)
+        if arch.family == "sd2":
+            return PromptEncoder(parts.tokenizer, parts.text_encoder, self.embeddings, **open_clip)
+        if arch.family == "sdxl":
             # TI for SDXL needs per-encoder halves of each embedding: not wired yet, so none are used
             return DualEncoder(
-                PromptEncoder(parts.tokenizer, parts.text_encoder, hidden_layer=-2, final_norm=False),
-                PromptEncoder(parts.tokenizer_2, second, pad_id=0, hidden_layer=-2, final_norm=False, pooled=True))
-        if family == "sdxl_refiner":
-            return PromptEncoder(parts.tokenizer_2, second, pad_id=0, hidden_layer=-2, final_norm=False,
-                                 pooled=True)
+                PromptEncoder(parts.tokenizer, parts.text_encoder, hidden_layer=layer,
+                              final_norm=arch.clip_final_norm),
+                PromptEncoder(parts.tokenizer_2, parts.text_encoder_2, pooled=True, **open_clip))
+        if arch.family == "sdxl_refiner":
+            return PromptEncoder(parts.tokenizer_2, parts.text_encoder_2, pooled=True, **open_clip)
         return PromptEncoder(parts.tokenizer, parts.text_encoder, self.embeddings)
 
     def _activate(self, model: LoadedModel):
@@ -153,8 +154,8 @@ class PipelineManager:
     @staticmethod
     def _move(model: LoadedModel, device: torch.device):
         parts = model.components
-        for module in {id(m): m for m in (parts.unet, parts.text_encoder, getattr(parts, "text_encoder_2", None),
-                                          parts.vae, model.baked_vae)
+        for module in {id(m): m for m in (parts.unet, parts.text_encoder, parts.text_encoder_2, parts.vae,
+                                          model.baked_vae)
                        if m is not None}.values():
             torch.nn.Module.to(module, device)
 

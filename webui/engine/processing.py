@@ -87,12 +87,13 @@ def _model_extras(components, params: GenerationParams, device):
     """What some UNets take beside the text: SDXL's size/crop ids; an inpainting model's mask + image latent."""
     arch = components.arch
     time_ids = None
-    if getattr(arch, "family", "sd1") == "sdxl":  # original size, crop top-left, target size (A1111: no crop)
-        time_ids = torch.tensor([[params.height, params.width, 0, 0, params.height, params.width]], dtype=torch.float32)
-    elif getattr(arch, "family", "sd1") == "sdxl_refiner":  # original size, crop, aesthetic score (A1111: 6)
-        time_ids = torch.tensor([[params.height, params.width, 0, 0, 6.0]], dtype=torch.float32)
+    h, w = params.height, params.width
+    if arch.family == "sdxl":  # original size, crop top-left, target size (A1111: no crop)
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32)
+    elif arch.family == "sdxl_refiner":  # original size, crop, aesthetic score (A1111: 6)
+        time_ids = torch.tensor([[h, w, 0, 0, 6.0]], dtype=torch.float32)
     concat = None
-    if getattr(arch, "inpainting", False):
+    if arch.inpainting:
         # txt2img on an inpainting model, as A1111: everything masked, the "masked image" all mid-grey. The
         # latent is the VAE's mean (A1111 samples it with the global RNG, which is not reproducible).
         vae = components.vae
