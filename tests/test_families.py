@@ -91,3 +91,20 @@ def test_unknown_architecture_is_a_clear_error_and_the_previous_model_keeps_work
     with pytest.raises(ValueError, match="depth|5 input channels|unsupported"):
         fam_manager.load("depth.safetensors")
     assert np.array_equal(pixels(fam_manager.txt2img(small(steps=3), None)), before)
+
+
+def test_a_diffusers_folder_is_listed_and_generates_like_its_single_file(fam_manager, family_dir):
+    from test_architectures_more import _save_folder
+    from webui.engine import architecture
+    from webui.engine.checkpoints import read_state_dict
+
+    state_dict = read_state_dict(family_dir / "sd1.safetensors")
+    _save_folder(architecture.build_components(state_dict, architecture.detect(state_dict)),
+                 family_dir / "sd1-diffusers")
+    assert "sd1-diffusers" in [c.name for c in fam_manager.list_checkpoints()]
+    fam_manager.load("sd1.safetensors")
+    single = pixels(fam_manager.txt2img(small(steps=3), None))
+    fam_manager.load("sd1-diffusers")
+    processed = fam_manager.txt2img(small(steps=3), None)
+    assert np.array_equal(pixels(processed), single)
+    assert "Model: sd1-diffusers" in processed.infotexts[0]

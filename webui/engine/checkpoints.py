@@ -45,18 +45,19 @@ def list_checkpoints(ckpt_dir: Path) -> list[CheckpointInfo]:
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         return []
+    folders = [p.parent for p in ckpt_dir.rglob("model_index.json")]  # diffusers-format models
     found = [
         CheckpointInfo.from_path(p, ckpt_dir)
         for p in ckpt_dir.rglob("*")
-        if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()
-    ]
+        if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file() and not any(f in p.parents for f in folders)
+    ] + [CheckpointInfo.from_path(f, ckpt_dir) for f in folders]
     return sorted(found, key=lambda c: c.name.lower())
 
 
 def resolve_checkpoint(query: str, ckpt_dir: Path, hashes: HashCache | None = None) -> CheckpointInfo:
     """A path, or a name / model name / title / short hash of a file in ckpt_dir."""
     path = Path(query).expanduser()
-    if path.is_file():
+    if path.is_file() or (path / "model_index.json").is_file():
         return CheckpointInfo.from_path(path, ckpt_dir)
     candidates = list_checkpoints(ckpt_dir)
     bare = query.split(" [")[0]  # a dropdown title "name [hash]"
@@ -131,6 +132,8 @@ class HashCache:
 
     def sha256(self, path: Path) -> str:
         path = Path(path).resolve()
+        if path.is_dir():  # a diffusers folder: its UNet weights identify it
+            path = min(path.glob("unet/*.safetensors"), default=path / "model_index.json")
         if found := self.cached(path):
             return found
         digest = hashlib.sha256()

@@ -109,10 +109,14 @@ class PipelineManager:
             return loaded
 
     def _build(self, info: CheckpointInfo) -> LoadedModel:
-        state_dict = read_state_dict(info.path)
-        arch = architecture.detect(state_dict, architecture.sidecar_yaml(info.path))
-        components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
-        del state_dict
+        if info.path.is_dir():
+            components = architecture.build_components_from_folder(info.path, device="cpu", dtype=self.dtype)
+            arch = components.arch
+        else:
+            state_dict = read_state_dict(info.path)
+            arch = architecture.detect(state_dict, architecture.sidecar_yaml(info.path))
+            components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
+            del state_dict
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
         denoiser = DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config), arch.prediction_type)
         loaded = LoadedModel(info, self.hashes, components, denoiser, self._text_side(components),
