@@ -143,3 +143,22 @@ def test_attention_modes_give_the_same_image(manager, mode):
     reference = image(manager)
     manager.settings.cross_attention_optimization = mode
     assert np.abs(image(manager) - reference).max() <= 2
+
+
+@pytest.mark.parametrize("offload", ["medvram", "lowvram"])
+def test_offload_modes_give_the_same_image(data_dir, manager, offload):
+    """On this CPU-only machine the execution device is the CPU too: this checks the hooks' plumbing."""
+    from webui.engine.manager import PipelineManager
+
+    reference = image(manager)
+    offloaded = PipelineManager(manager.ckpt_dir, data_dir, device="cpu", offload=offload)
+    offloaded.load("tiny")
+    assert offloaded.current.offload_hooks is not None
+    assert np.array_equal(image(offloaded), reference)
+
+
+def test_unknown_offload_mode_is_refused(data_dir):
+    from webui.engine.manager import PipelineManager
+
+    with pytest.raises(ValueError, match="offload must be none, medvram or lowvram"):
+        PipelineManager(data_dir, data_dir, device="cpu", offload="highvram")

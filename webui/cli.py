@@ -31,6 +31,10 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32 even on a GPU")
     p.add_argument("--precision", choices=["full", "half"], default=None,
                    help="full = --no-half; half = fp16 (the default on CUDA)")
+    memory = p.add_mutually_exclusive_group()
+    memory.add_argument("--medvram", action="store_true",
+                        help="keep weights in RAM; move text encoder, UNet and VAE to the GPU only while each runs")
+    memory.add_argument("--lowvram", action="store_true", help="like --medvram, one submodule at a time (slow)")
     p.add_argument("--vae-dir", type=Path, default=None, help="VAE folder (default: DATA_DIR/models/VAE)")
     p.add_argument("--embeddings-dir", type=Path, default=None,
                    help="textual inversion folder, searched recursively (default: DATA_DIR/embeddings)")
@@ -95,7 +99,8 @@ def _manager(args):
     dtype = torch.float32 if full else (torch.float16 if args.precision == "half" else None)
     return PipelineManager(ckpt_dir, args.data_dir, device=args.device, dtype=dtype,
                            embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
-                           vae_dtype=torch.float32 if (full or args.no_half_vae) else None)
+                           vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
+                           offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none")
 
 
 def run_txt2img(argv: list[str]) -> int:

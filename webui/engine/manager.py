@@ -41,6 +41,7 @@ class LoadedModel:
     vae_info: VAEInfo | None = None  # the external VAE in use, None = baked-in
     vae_sha256: str | None = None
     attention: str | None = None  # the attention mode its modules currently use
+    offload_hooks: list | None = None  # --medvram / --lowvram: accelerate hooks moving modules on use
 
     @property
     def sha256(self) -> str:
@@ -77,7 +78,9 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, embeddings_dir: Path | None = None, vae_dir: Path | None = None,
-                 vae_dtype: torch.dtype | None = None):
+                 vae_dtype: torch.dtype | None = None, offload: str = "none"):
+        """offload: "none"; "medvram" (each of text encoder, UNet, VAE moved to the device only while it runs);
+        "lowvram" (as medvram, and the UNet's submodules one at a time: least memory, slowest)."""
         self.ckpt_dir = Path(ckpt_dir)
         self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
         self.hashes = HashCache(Path(data_dir) / "cache.json")
@@ -85,6 +88,9 @@ class PipelineManager:
         self.device = torch.device(device) if device else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.vae_dtype = vae_dtype or self.dtype  # --no-half-vae keeps the VAE in fp32
+        if offload not in ("none", "medvram", "lowvram"):
+            raise ValueError(f"offload must be none, medvram or lowvram, got {offload!r}")
+        self.offload = offload
         # Loaded checkpoints by path, least recently used first; the active one is last.
         self.cache: OrderedDict[Path, LoadedModel] = OrderedDict()
         self.settings = Settings()
@@ -145,8 +151,15 @@ class PipelineManager:
     def _activate(self, model: LoadedModel):
         """Make `model` the one on the device; the previous one goes back to RAM (a no-op on CPU)."""
         if self.current is not None and self.device.type != "cpu":
-            self._move(self.current, torch.device("cpu"))
-        self._move(model, self.device)
+            if self.current.offload_hooks:
+                for hook in self.current.offload_hooks:
+                    hook.offload()
+            else:
+                self._move(self.current, torch.device("cpu"))
+        if self.offload == "none":
+            self._move(model, self.device)
+        elif model.offload_hooks is None:
+            model.offload_hooks = self._install_offload(model)
         self.cache[model.info.path] = model
         self.cache.move_to_end(model.info.path)
         self.current = model
@@ -154,6 +167,21 @@ class PipelineManager:
         if model.components.text_encoder is not None:
             self.embeddings.load(model.components.tokenizer, model.components.text_encoder.config.hidden_size)
         model.encoder.clear_cache()
+
+    def _install_offload(self, model: LoadedModel) -> list:
+        """A1111's --medvram/--lowvram with accelerate's hooks: weights live in RAM and visit the device."""
+        from accelerate import cpu_offload, cpu_offload_with_hook
+
+        parts = model.components
+        modules = [m for m in (parts.text_encoder, parts.text_encoder_2, parts.unet, parts.vae) if m is not None]
+        hooks, previous = [], None
+        for module in modules:
+            if self.offload == "lowvram" and module is parts.unet:
+                cpu_offload(module, execution_device=self.device)
+            else:  # a whole module at a time; the previous one leaves when the next one starts
+                module, previous = cpu_offload_with_hook(module, self.device, prev_module_hook=previous)
+                hooks.append(previous)
+        return hooks
 
     @staticmethod
     def _move(model: LoadedModel, device: torch.device):
@@ -265,7 +293,7 @@ class PipelineManager:
                 vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None)
             control = processing.JobControl(on_progress, self._interrupt.is_set)
             result = processing.txt2img(model.components, model.denoiser, request, self.settings, control,
-                                         model.encoder)
+                                         model.encoder, device=self.device)
         processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks)
         for item in result.images:
             text = format_infotext(item.params)

@@ -110,12 +110,14 @@ COMPUTED_EXTRA = ("TI hashes", "Pad conds", "Discard penultimate sigma", "Beta s
 
 @torch.no_grad()
 def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
-            control: JobControl | None = None, encoder: PromptEncoder | None = None) -> Txt2ImgResult:
+            control: JobControl | None = None, encoder: PromptEncoder | None = None,
+            device: torch.device | None = None) -> Txt2ImgResult:
+    """`device`: where sampling runs; by default the UNet's (with --medvram the UNet waits on the CPU)."""
     params.validate()
     settings = settings or Settings()
     control = control or JobControl()
     plan = sampling.make_plan(params, settings, denoiser, params.steps)
-    device = components.unet.device
+    device = device or components.unet.device
 
     encoder = encoder or PromptEncoder(components.tokenizer, components.text_encoder)
     clip_skip = params.clip_skip or settings.CLIP_stop_at_last_layers

@@ -149,7 +149,9 @@ class PromptEncoder:
         return list(seen.values())
 
     def _encode_chunk(self, chunk: PromptChunk, clip_skip: int, emphasis: str):
-        device = next(self.text_encoder.parameters()).device
+        # with --medvram/--lowvram an accelerate hook says where the encoder runs; its weights may sit elsewhere
+        hook = getattr(self.text_encoder, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None) or next(self.text_encoder.parameters()).device
         ids = torch.tensor([chunk.tokens], device=device)
         if self.hidden_layer is None and clip_skip <= 1:
             wanted = None
