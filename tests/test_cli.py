@@ -65,3 +65,10 @@ def test_clip_skip_flag_reaches_the_infotext(tiny_model):
                    "64", "--height", "64", "--clip-skip", "2", "--outdir", "clip", cwd=tiny_model)
     assert result.returncode == 0, result.stderr
     assert "Clip skip: 2" in read_png_infotext(tiny_model / result.stdout.strip())
+
+
+def test_bf16_precision_on_cpu(tiny_model):
+    result = webui("txt2img", "--ckpt", "tiny.safetensors", "--prompt", "a cat", "--steps", "2", "--width", "64",
+                   "--height", "64", "--precision", "bf16", "--outdir", "bf16", cwd=tiny_model)
+    assert result.returncode == 0, result.stderr
+    assert read_png_infotext(tiny_model / result.stdout.strip()).startswith("a cat\n")

@@ -29,8 +29,8 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--no-half", action="store_true", help="run the model in fp32 even on a GPU")
     p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32 even on a GPU")
-    p.add_argument("--precision", choices=["full", "half"], default=None,
-                   help="full = --no-half; half = fp16 (the default on CUDA)")
+    p.add_argument("--precision", choices=["full", "half", "bf16"], default=None,
+                   help="full = --no-half; half = fp16 (the default on CUDA); bf16 (also usable on CPU)")
     memory = p.add_mutually_exclusive_group()
     memory.add_argument("--medvram", action="store_true",
                         help="keep weights in RAM; move text encoder, UNet and VAE to the GPU only while each runs")
@@ -96,7 +96,7 @@ def _manager(args):
 
     ckpt_dir, _ = _paths(args)
     full = args.no_half or args.precision == "full"
-    dtype = torch.float32 if full else (torch.float16 if args.precision == "half" else None)
+    dtype = torch.float32 if full else {"half": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
     return PipelineManager(ckpt_dir, args.data_dir, device=args.device, dtype=dtype,
                            embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
                            vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
