@@ -225,7 +225,7 @@ def test_peft_names_and_unmatched_keys_collected(comps, mods):
             "bundle_emb.cat.string_to_param.*": torch.zeros(1, 32)}
     parsed = parse_lora(peft, comps, name="peft")
     assert set(parsed.deltas) == {Q}
-    torch.testing.assert_close(parsed.deltas[Q].weight, exp[Q] * R / ALPHA)  # no alpha → scale 1
+    torch.testing.assert_close(parsed.deltas[Q].compute(mods[Q].weight)[0], exp[Q] * R / ALPHA)  # no alpha → scale 1
     assert parsed.unmatched == sorted(["lora_unet_nonexistent_block.lora_up.weight", "bundle_emb.cat.string_to_param.*"])
 
 

@@ -38,6 +38,8 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--vae-dir", type=Path, default=None, help="VAE folder (default: DATA_DIR/models/VAE)")
     p.add_argument("--embeddings-dir", type=Path, default=None,
                    help="textual inversion folder, searched recursively (default: DATA_DIR/embeddings)")
+    p.add_argument("--lora-dir", type=Path, default=None,
+                   help="LoRA / LyCORIS folder, searched recursively (default: DATA_DIR/models/Lora)")
 
 
 def launch_parser() -> argparse.ArgumentParser:
@@ -100,7 +102,8 @@ def _manager(args):
     return PipelineManager(ckpt_dir, args.data_dir, device=args.device, dtype=dtype,
                            embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
                            vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
-                           offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none")
+                           offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none",
+                           lora_dir=args.lora_dir)
 
 
 def run_txt2img(argv: list[str]) -> int:
@@ -118,6 +121,8 @@ def run_txt2img(argv: list[str]) -> int:
         emphasis=args.emphasis, vae=args.vae)
     _, outdir = _paths(args)
     processed = _manager(args).txt2img(params, outdir)
+    for warning in processed.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for path in processed.paths:
         print(path)
     return 0

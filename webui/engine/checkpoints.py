@@ -104,6 +104,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class HashCache:
     """sha256 of whole files, cached on disk by path, size and mtime (A1111's cache.json idea)."""
 
@@ -120,12 +128,12 @@ class HashCache:
         st = path.stat()
         return [st.st_size, st.st_mtime]
 
-    def cached(self, path: Path) -> str | None:
+    def cached(self, path: Path, kind: str = "sha256") -> str | None:
         path = Path(path).resolve()
         entry = self._entries.get(str(path))
         try:
             if entry and entry["stamp"] == self._stamp(path):
-                return entry["sha256"]
+                return entry.get(kind)
         except OSError:
             pass
         return None
@@ -134,17 +142,22 @@ class HashCache:
         path = Path(path).resolve()
         if path.is_dir():  # a diffusers folder: its UNet weights identify it
             path = min(path.glob("unet/*.safetensors"), default=path / "model_index.json")
-        if found := self.cached(path):
+        return self.digest(path, "sha256", _file_sha256)
+
+    def digest(self, path: Path, kind: str, compute) -> str:
+        """compute(path) → hex digest, cached under `kind` beside the file's other digests."""
+        path = Path(path).resolve()
+        if found := self.cached(path, kind):
             return found
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        sha = digest.hexdigest()
+        value = compute(path)
         with self._lock:
-            self._entries[str(path)] = {"stamp": self._stamp(path), "sha256": sha}
+            entry = self._entries.get(str(path))
+            stamp = self._stamp(path)
+            if not entry or entry.get("stamp") != stamp:
+                entry = self._entries[str(path)] = {"stamp": stamp}
+            entry[kind] = value
             self._save()
-        return sha
+        return value
 
     def _save(self):
         try:

@@ -16,9 +16,12 @@ from .vae import VAEInfo, list_vaes, load_vae, resolve_vae
 from .checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state_dict, resolve_checkpoint, short_hash
 from .errors import UserError
 from .infotext import format_infotext
+from .lora.activation import ModelLoras, lora_requests
+from .lora.library import LoraLibrary
 from .params import GenerationParams
 from .prompts.embeddings import EmbeddingDatabase
 from .prompts.conditioning import DualEncoder, prompt_token_count
+from .prompts.parser import extract_extra_networks
 from .prompts.encoder import PromptEncoder
 from .settings import Settings
 from .samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
@@ -42,6 +45,7 @@ class LoadedModel:
     vae_sha256: str | None = None
     attention: str | None = None  # the attention mode its modules currently use
     offload_hooks: list | None = None  # --medvram / --lowvram: accelerate hooks moving modules on use
+    loras: ModelLoras | None = None  # the LoRAs merged into its weights, with their backups
 
     @property
     def sha256(self) -> str:
@@ -64,7 +68,8 @@ class Processed:
     infotexts: list[str]
     paths: list[Path]
     interrupted: bool = False
-    extra_networks: list = field(default_factory=list)  # <lora:…> and other tags, for the LoRA manager
+    extra_networks: list = field(default_factory=list)  # <lora:…> and other tags found in the prompts
+    warnings: list[str] = field(default_factory=list)  # for the user: e.g. LoRA keys that matched nothing
 
 
 def default_device() -> torch.device:
@@ -78,12 +83,13 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, embeddings_dir: Path | None = None, vae_dir: Path | None = None,
-                 vae_dtype: torch.dtype | None = None, offload: str = "none"):
+                 vae_dtype: torch.dtype | None = None, offload: str = "none", lora_dir: Path | None = None):
         """offload: "none"; "medvram" (each of text encoder, UNet, VAE moved to the device only while it runs);
         "lowvram" (as medvram, and the UNet's submodules one at a time: least memory, slowest)."""
         self.ckpt_dir = Path(ckpt_dir)
         self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
         self.hashes = HashCache(Path(data_dir) / "cache.json")
+        self.loras = LoraLibrary(Path(lora_dir or Path(data_dir) / "models" / "Lora"), self.hashes)
         self.embeddings = EmbeddingDatabase(Path(embeddings_dir or Path(data_dir) / "embeddings"), self.hashes)
         self.device = torch.device(device) if device else default_device()
         self.dtype = dtype or default_dtype(self.device)
@@ -126,7 +132,7 @@ class PipelineManager:
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
         denoiser = DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config), arch.prediction_type)
         loaded = LoadedModel(info, self.hashes, components, denoiser, self._text_side(components),
-                             baked_vae=components.vae)
+                             baked_vae=components.vae, loras=ModelLoras(components))
         log.info("loaded %s (%s)", info.name, arch.name)  # not .title: that would hash the file now
         return loaded
 
@@ -276,6 +282,15 @@ class PipelineManager:
                 self.current.encoder.clear_cache()
             return changed
 
+    def _apply_loras(self, model: LoadedModel, prompt: str):
+        """Merge the positive prompt's <lora:…> tags into the model (A1111 reads only the positive prompt);
+        unchanged tags cost nothing. Raises LoraError, with the model as it was, on a missing or unfit file."""
+        _, tags = extract_extra_networks(prompt)
+        activation = model.loras.activate(self.loras, lora_requests(tags), self.settings.lora_in_memory_limit)
+        if activation.text_changed:
+            model.encoder.clear_cache()
+        return activation
+
     def interrupt(self):
         self._interrupt.set()
 
@@ -287,14 +302,17 @@ class PipelineManager:
             model = self.ensure_model(params.model)
             self._apply_vae(model, params.vae or self.settings.sd_vae)
             self._apply_attention(model)
+            loras = self._apply_loras(model, params.prompt)
             request = params.replace(
                 model=model.info.model_name, model_hash=model.short_hash,
                 vae=model.vae_info.model_name if model.vae_info else None,
-                vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None)
+                vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
+                extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
             control = processing.JobControl(on_progress, self._interrupt.is_set)
             result = processing.txt2img(model.components, model.denoiser, request, self.settings, control,
                                          model.encoder, device=self.device)
-        processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks)
+        processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks,
+                              warnings=loras.warnings)
         for item in result.images:
             text = format_infotext(item.params)
             processed.images.append(item.image)

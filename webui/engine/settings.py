@@ -12,6 +12,7 @@ RNG_SOURCES = ("CPU", "GPU")
 @dataclass
 class Settings:
     sd_checkpoints_limit: int = 1  # checkpoints kept in RAM
+    lora_in_memory_limit: int = 4  # LoRA files kept parsed in RAM per loaded model (A1111's default is 0)
     sd_vae: str = "Automatic"  # "Automatic", "None" or a file in models/VAE
     cross_attention_optimization: str = "Automatic"
     CLIP_stop_at_last_layers: int = 1  # "Clip skip"

@@ -87,6 +87,7 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
             request, outdir, on_progress=lambda done, total: progress((done, total), desc="Sampling"))
         texts = processed.infotexts
         note = "\n\nInterrupted." if processed.interrupted else ""
+        note += "".join(f"\n\nWarning: {w}" for w in processed.warnings)
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
         return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
 

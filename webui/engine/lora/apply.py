@@ -4,10 +4,11 @@
     patcher.apply(named_modules(components), [(parsed, te_weight, unet_weight), …])   # before a generation
     patcher.restore()                                                                   # back to the checkpoint
 
-Applying the same set (same LoRAs by fingerprint, same weights) again is free; a different set restores first.
-Math is fp32 (W.float() + Σ mult·delta) and the result is cast back to the weight's dtype in place, so the
-Parameter objects (and anything holding them) stay the same. Backups are clones on the CPU; restore copies them
-back bit for bit.
+Applying the same set (same LoRAs by fingerprint, same weights) again is free; a different set puts back the
+originals of the modules it no longer touches and re-merges the others from their originals. Math is fp32
+(W.float() + Σ mult·delta), on the weight's device, cast back to the weight's dtype in place, so the Parameter
+objects (and anything holding them) stay the same. A module's original is copied to the CPU the first time it
+is patched and kept (as A1111) until forget(): later set changes cost no new copies.
 """
 from __future__ import annotations
 
@@ -21,11 +22,26 @@ from .formats import LoraError, ParsedLora
 LoraSet = Sequence[tuple[ParsedLora, float, float]]
 
 
+def _live(module: nn.Module, name: str) -> torch.Tensor | None:
+    """The tensor that holds a module's parameter. With accelerate's sequential offload (--lowvram) the
+    parameter is a "meta" placeholder and the real one sits in the hook's weights map."""
+    param = getattr(module, name, None)
+    if param is None or not param.is_meta:
+        return param
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or [hook]:
+        weights = getattr(h, "weights_map", None)
+        if weights is not None and name in weights:
+            return weights[name]
+    raise LoraError(f"cannot patch a module whose {name} is not in memory")
+
+
 class LoraPatcher:
     def __init__(self, backup_device: str | torch.device = "cpu"):
         self.backup_device = torch.device(backup_device)
-        # target → (module, weight backup, bias backup or None)
+        # target → (module, original weight, original bias or None), on backup_device
         self._backups: dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor | None]] = {}
+        self._patched: set[str] = set()  # targets whose weights differ from their backup now
         self.current: tuple = ()
 
     @staticmethod
@@ -35,18 +51,18 @@ class LoraPatcher:
 
     @property
     def active(self) -> bool:
-        return bool(self._backups)
+        return bool(self._patched)
 
-    def apply(self, modules: Mapping[str, nn.Module], loras: LoraSet) -> bool:
-        """Make the model carry exactly `loras`. Returns False when that was already so (nothing done).
+    def apply(self, modules: Mapping[str, nn.Module], loras: LoraSet) -> set[str] | None:
+        """Make the model carry exactly `loras`. Returns the targets whose weights changed, or None when the
+        set was already in place (nothing done).
 
-        Raises LoraError, with the model left exactly as it was, when a LoRA has no delta for this model
-        or a delta does not fit its module.
+        Raises LoraError, with the model restored to its originals, when a LoRA has no delta for this model,
+        or a delta cannot be merged (e.g. out of memory half way).
         """
         wanted = self.signature(loras)
         if wanted == self.current:
-            return False
-        # Validate everything before touching a weight.
+            return None
         sums: dict[str, list] = {}
         for parsed, te, unet in loras:
             if float(te) == 0.0 and float(unet) == 0.0:
@@ -58,45 +74,62 @@ class LoraPatcher:
                                 f"{len(keys)} modules exist in it (wrong architecture?); e.g. "
                                 + ", ".join(keys[:5]) + (", …" if len(keys) > 5 else ""))
             for target in hits:
-                delta, module = parsed.deltas[target], modules[target]
-                if delta.weight.shape != module.weight.shape or (
-                        delta.bias is not None and (module.bias is None or delta.bias.shape != module.bias.shape)):
-                    raise LoraError(f"LoRA {parsed.name!r}: delta for {target} does not fit the module")
+                delta = parsed.deltas[target]
                 mult = float(te) if delta.is_text else float(unet)
                 if mult != 0.0:
                     sums.setdefault(target, []).append((mult, delta))
-        self.restore()
-        with torch.no_grad():
-            for target, items in sums.items():
-                module = modules[target]
-                weight, bias = module.weight, module.bias
-                self._backups[target] = (
-                    module, weight.detach().to(self.backup_device, copy=True),
-                    None if bias is None else bias.detach().to(self.backup_device, copy=True))
-                w = weight.detach().float()
-                for mult, delta in items:
-                    w = w + mult * delta.weight.to(w.device)
-                weight.copy_(w.to(weight.dtype))
-                if any(d.bias is not None for _, d in items):
-                    b = bias.detach().float()
-                    for mult, delta in items:
-                        if delta.bias is not None:
-                            b = b + mult * delta.bias.to(b.device)
-                    bias.copy_(b.to(bias.dtype))
+        changed = self._patched | set(sums)
+        try:
+            with torch.no_grad():
+                for target in self._patched - set(sums):
+                    self._put_back(target)
+                    self._patched.discard(target)
+                for target, items in sums.items():
+                    self._merge(target, modules[target], items)
+        except Exception as e:
+            self.restore()
+            if isinstance(e, LoraError):
+                raise
+            raise LoraError(f"merging the LoRAs failed, the model is back to its own weights: "
+                            f"{type(e).__name__}: {e}") from e
         self.current = wanted
-        return True
+        return changed
+
+    def _merge(self, target: str, module: nn.Module, items: list) -> None:
+        weight, bias = _live(module, "weight"), _live(module, "bias")
+        if target not in self._backups:
+            self._backups[target] = (
+                module, weight.detach().to(self.backup_device, copy=True),
+                None if bias is None else bias.detach().to(self.backup_device, copy=True))
+        _, w0, b0 = self._backups[target]
+        w0 = w0.to(weight.device, torch.float32)
+        w, b = w0, None if b0 is None else b0.to(bias.device, torch.float32)
+        self._patched.add(target)  # from here on a failure must put this module back
+        for mult, delta in items:
+            dw, db = delta.compute(w0, None if bias is None else bias.shape)
+            w = w + mult * dw
+            if db is not None:
+                b = b + mult * db
+        weight.copy_(w.to(weight.dtype))
+        if bias is not None:
+            bias.copy_(b.to(bias.dtype))
+
+    def _put_back(self, target: str) -> None:
+        module, weight, bias = self._backups[target]
+        _live(module, "weight").copy_(weight)
+        if bias is not None:
+            _live(module, "bias").copy_(bias)
 
     def restore(self) -> None:
-        """Put back the exact original tensors of every patched module."""
+        """Put back the exact original tensors of every patched module (backups are kept for the next set)."""
         with torch.no_grad():
-            for module, weight, bias in self._backups.values():
-                module.weight.copy_(weight.to(module.weight.device))
-                if bias is not None:
-                    module.bias.copy_(bias.to(module.bias.device))
-        self._backups.clear()
+            for target in self._patched:
+                self._put_back(target)
+        self._patched.clear()
         self.current = ()
 
     def forget(self) -> None:
         """Drop the backups without restoring (the model was replaced, e.g. a new checkpoint was loaded)."""
         self._backups.clear()
+        self._patched.clear()
         self.current = ()

@@ -6,8 +6,11 @@ Supported per-module formats (all matched on the part of the key after the modul
   LoHa          `hada_w1_a/b`, `hada_w2_a/b` (+ `hada_t1`, `hada_t2`, + `alpha`).
   LoKr          `lokr_w1` or `lokr_w1_a/b`, `lokr_w2` or `lokr_w2_a/b` (+ `lokr_t2`, + `alpha`).
   Full          `diff` (+ `diff_b`).
+  Norm          `w_norm` (+ `b_norm`) on LayerNorm / GroupNorm.
+  (IA)³         `weight` (+ `on_input`): Δ = W · w per output (or input) channel.
+  any of them   + `dora_scale` (DoRA: the merged weight rescaled to learnt magnitudes).
 Scale = alpha / rank (rank = first dimension of the down / `*_b` factor), 1 without alpha; an explicit `scale` key
-wins. The delta returned is already multiplied by that scale; the user's multiplier is applied later.
+wins. Deltas are kept as the file's factors and computed in fp32 when merged (see ModuleDelta.compute).
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .keys import build_key_map, is_text_target, named_modules
 
 
-class LoraError(ValueError):
+class LoraError(UserError, ValueError):
     """A LoRA file that cannot be read or does not fit the loaded model."""
 
 
@@ -38,7 +42,7 @@ _PARTS = sorted({
     "lora_up.weight", "lora_down.weight", "lora_mid.weight", "alpha", "scale", "dora_scale",
     "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
     "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2",
-    "diff", "diff_b", *_PART_ALIASES,
+    "diff", "diff_b", "w_norm", "b_norm", "on_input", *_PART_ALIASES,
 }, key=len, reverse=True)
 
 
@@ -49,27 +53,6 @@ def split_key(key: str) -> tuple[str, str]:
             return key[: -len(part) - 1], _PART_ALIASES.get(part, part)
     module, _, part = key.partition(".")
     return module, part
-
-
-@dataclass
-class ModuleDelta:
-    """What one LoRA adds to one module, scale included, in fp32 on the CPU."""
-    weight: torch.Tensor
-    bias: torch.Tensor | None = None
-    is_text: bool = False
-    kind: str = "lora"
-
-
-@dataclass
-class ParsedLora:
-    name: str
-    deltas: dict[str, ModuleDelta]            # target ("unet.…" / "text_encoder.…") → delta
-    unmatched: list[str] = field(default_factory=list)   # file keys that were not used
-    fingerprint: str = ""                     # identity for LoraPatcher's "same set" test
-
-    def __post_init__(self):
-        if not self.fingerprint:
-            self.fingerprint = self.name
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -87,10 +70,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise LoraError(f"cannot read LoRA file {path.name}: not a dictionary of tensors")
     return sd
-
-
-def _f(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(device="cpu", dtype=torch.float32)
 
 
 def _conventional(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -111,6 +90,9 @@ def _tucker(t: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor
     return torch.einsum("i j k l, i r -> r j k l", temp, wa.reshape(wa.shape[0], -1))
 
 
+_SCALARS = ("alpha", "scale", "on_input")  # read on the CPU as numbers, never moved to the device
+
+
 def _scale(parts: Mapping[str, torch.Tensor], rank: int | None) -> float:
     if "scale" in parts:
         return float(parts["scale"])
@@ -122,79 +104,148 @@ def _scale(parts: Mapping[str, torch.Tensor], rank: int | None) -> float:
 def _fit(delta: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:
     if delta.shape == shape:
         return delta
+    if (len(shape) == 4 and delta.dim() == 4 and delta.shape[1] == 4 and shape[1] == 9
+            and delta.shape[0] == shape[0] and delta.shape[2:] == shape[2:]):
+        # an SD LoRA on an inpainting UNet's conv_in: no change for the mask and masked-image channels (A1111)
+        return torch.nn.functional.pad(delta, (0, 0, 0, 0, 0, 5))
     if delta.numel() == shape.numel():
         return delta.reshape(shape)
     raise LoraError(f"{key}: delta of shape {tuple(delta.shape)} does not fit weight {tuple(shape)}")
 
 
-def compute_delta(key: str, parts: Mapping[str, torch.Tensor], weight_shape: torch.Size,
-                  bias_shape: torch.Size | None) -> tuple[ModuleDelta, set[str]]:
-    """The scaled delta of one module and the parts it used. LoraError when the parts are not a known format."""
-    p = {k: _f(v) for k, v in parts.items()}
-    bias = None
-    if "lora_up.weight" in p and "lora_down.weight" in p:
+def kind_of(parts: Mapping[str, torch.Tensor]) -> tuple[str, set[str]]:
+    """The module format and the parts it reads; LoraError for an unknown set of parts."""
+    if "lora_up.weight" in parts and "lora_down.weight" in parts:
+        return "lora", {"lora_up.weight", "lora_down.weight", "lora_mid.weight"} & parts.keys()
+    if all(k in parts for k in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")):
+        used = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}
+        if "hada_t1" in parts and "hada_t2" in parts:
+            used |= {"hada_t1", "hada_t2"}
+        return "loha", used
+    has_w1 = "lokr_w1" in parts or ("lokr_w1_a" in parts and "lokr_w1_b" in parts)
+    has_w2 = "lokr_w2" in parts or ("lokr_w2_a" in parts and "lokr_w2_b" in parts)
+    if has_w1 and has_w2:
+        names = {"lokr_w1"} if "lokr_w1" in parts else {"lokr_w1_a", "lokr_w1_b"}
+        names |= {"lokr_w2"} if "lokr_w2" in parts else {"lokr_w2_a", "lokr_w2_b"} | ({"lokr_t2"} & parts.keys())
+        return "lokr", names
+    if "diff" in parts:
+        return "full", {"diff"} | ({"diff_b"} & parts.keys())
+    if "w_norm" in parts:
+        return "norm", {"w_norm"} | ({"b_norm"} & parts.keys())
+    if "weight" in parts:
+        return "ia3", {"weight"} | ({"on_input"} & parts.keys())
+    raise LoraError(f"unknown LoRA format (parts: {', '.join(sorted(parts))})")
+
+
+def _raw_delta(kind: str, p: Mapping[str, torch.Tensor], raw: Mapping[str, torch.Tensor],
+               orig: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    """(weight delta before scale, bias delta, rank for alpha/rank) of one format; `p` are fp32 on orig's device."""
+    if kind == "lora":
         up, down = p["lora_up.weight"], p["lora_down.weight"]
-        kind, used = "lora", {"lora_up.weight", "lora_down.weight"}
-        if "lora_mid.weight" in p:
-            delta = _cp(p["lora_mid.weight"], up, down)
-            used.add("lora_mid.weight")
-        else:
-            delta = _conventional(up, down)
-        rank = down.shape[0]
-    elif all(k in p for k in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")):
-        kind, used = "loha", {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"}
+        delta = _cp(p["lora_mid.weight"], up, down) if "lora_mid.weight" in p else _conventional(up, down)
+        return delta, None, down.shape[0]
+    if kind == "loha":
         if "hada_t1" in p and "hada_t2" in p:
             w1 = _tucker(p["hada_t1"], p["hada_w1_a"], p["hada_w1_b"])
             w2 = _tucker(p["hada_t2"], p["hada_w2_a"], p["hada_w2_b"])
-            used |= {"hada_t1", "hada_t2"}
         else:
             w1 = _conventional(p["hada_w1_a"], p["hada_w1_b"])
             w2 = _conventional(p["hada_w2_a"], p["hada_w2_b"])
-        delta = w1 * w2
-        rank = p["hada_w1_b"].shape[0]
-    elif ("lokr_w1" in p or ("lokr_w1_a" in p and "lokr_w1_b" in p)) and \
-            ("lokr_w2" in p or ("lokr_w2_a" in p and "lokr_w2_b" in p)):
-        kind, used, rank = "lokr", set(), None
+        return w1 * w2, None, p["hada_w1_b"].shape[0]
+    if kind == "lokr":
+        rank = None
         if "lokr_w1" in p:
             w1 = p["lokr_w1"]
-            used.add("lokr_w1")
         else:
             w1 = _conventional(p["lokr_w1_a"], p["lokr_w1_b"])
-            used |= {"lokr_w1_a", "lokr_w1_b"}
             rank = p["lokr_w1_b"].shape[0]
         if "lokr_w2" in p:
             w2 = p["lokr_w2"]
-            used.add("lokr_w2")
         else:
             a, b = p["lokr_w2_a"], p["lokr_w2_b"]
-            used |= {"lokr_w2_a", "lokr_w2_b"}
-            if "lokr_t2" in p:
-                w2 = _tucker(p["lokr_t2"], a, b)
-                used.add("lokr_t2")
-            else:
-                w2 = _conventional(a, b).reshape(a.shape[0], *b.shape[1:])
+            w2 = _tucker(p["lokr_t2"], a, b) if "lokr_t2" in p else \
+                _conventional(a, b).reshape(a.shape[0], *b.shape[1:])
             rank = rank or b.shape[0]
-        if len(weight_shape) == 4:
+        if orig.dim() == 4:
             w1 = w1.reshape(*w1.shape[:2], *([1] * (4 - w1.dim())))
             if w2.dim() == 2:
-                w2 = w2.reshape(w2.shape[0], -1, *weight_shape[2:])
-        delta = torch.kron(w1.contiguous(), w2.contiguous())
-    elif "diff" in p:
-        kind, used, rank = "full", {"diff"}, None
-        delta = p["diff"]
-        if "diff_b" in p:
-            bias = p["diff_b"]
-            used.add("diff_b")
+                w2 = w2.reshape(w2.shape[0], -1, *orig.shape[2:])
+        return torch.kron(w1.contiguous(), w2.contiguous()), None, rank
+    if kind == "full":
+        return p["diff"], p.get("diff_b"), None
+    if kind == "norm":
+        return p["w_norm"], p.get("b_norm"), None
+    if kind == "ia3":  # a learnt per-channel factor on the weight itself: Δ = W · w
+        w = p["weight"]
+        on_input = "on_input" in raw and bool(raw["on_input"])
+        w = w.reshape(1, -1, *[1] * (orig.dim() - 2)) if on_input else w.reshape(-1, *[1] * (orig.dim() - 1))
+        return orig * w, None, None
+    raise LoraError(f"unknown LoRA format {kind}")
+
+
+def _dora(delta: torch.Tensor, orig: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """DoRA: W' = (W + ΔW) rescaled to the learnt magnitudes; returns W' − W.
+
+    kohya/A1111 files store one magnitude per input column, shape (1, in, …); LyCORIS/PEFT ones one per output
+    row, shape (out, 1, …) or (out,). The shape tells which.
+    """
+    merged = orig + delta
+    out_ch, in_ch = merged.shape[0], merged.shape[1]
+    per_input = magnitude.dim() >= 2 and magnitude.shape[0] == 1 and magnitude.shape[1] == in_ch
+    if not per_input and magnitude.numel() == out_ch:
+        norm = merged.reshape(out_ch, -1).norm(dim=1).reshape(out_ch, *[1] * (merged.dim() - 1))
     else:
-        raise LoraError(f"{key}: unknown LoRA format (parts: {', '.join(sorted(p))})")
-    scale = _scale(p, rank)
-    used |= {"alpha", "scale"} & p.keys()
-    delta = _fit(delta, weight_shape, key) * scale
+        norm = merged.transpose(0, 1).reshape(in_ch, -1).norm(dim=1).reshape(1, in_ch, *[1] * (merged.dim() - 2))
+    return merged * (magnitude.reshape(norm.shape) / norm) - orig
+
+
+def compute_delta(key: str, kind: str, parts: Mapping[str, torch.Tensor], orig_weight: torch.Tensor,
+                  bias_shape: torch.Size | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """fp32 (Δweight, Δbias) of one module at multiplier 1, on orig_weight's device (which may be "meta" to
+    check shapes only). orig_weight is the module's fp32 original: (IA)³ and DoRA are relative to it.
+    A1111's order: Δ·scale, then DoRA, then the user's multiplier (applied by the caller); the bias delta is
+    not scaled."""
+    device = orig_weight.device
+    p = {k: v.to(device=device, dtype=torch.float32) for k, v in parts.items() if k not in _SCALARS}
+    delta, bias, rank = _raw_delta(kind, p, parts, orig_weight)
+    delta = _fit(delta, orig_weight.shape, key) * _scale(parts, rank)
+    if "dora_scale" in p:
+        delta = _dora(delta, orig_weight, p["dora_scale"])
     if bias is not None:
         if bias_shape is None:
             raise LoraError(f"{key}: bias delta for a module without bias")
-        bias = _fit(bias, bias_shape, key) * scale
-    return ModuleDelta(delta.contiguous(), bias, kind=kind), used
+        bias = _fit(bias, bias_shape, key)
+    return delta, bias
+
+
+@dataclass
+class ModuleDelta:
+    """One LoRA's change to one module, kept as the file's (small) factors; computed when merged, on the
+    weight's device, so a cached LoRA costs its file size in RAM, not the model's."""
+    key: str
+    kind: str
+    parts: dict[str, torch.Tensor]
+    is_text: bool = False
+
+    @property
+    def has_bias(self) -> bool:
+        return any(k in self.parts for k in ("diff_b", "b_norm"))
+
+    def compute(self, orig_weight: torch.Tensor, bias_shape: torch.Size | None = None):
+        """(Δweight, Δbias or None) in fp32 at multiplier 1; orig_weight is the module's original weight."""
+        return compute_delta(self.key, self.kind, self.parts, orig_weight.float(), bias_shape)
+
+
+@dataclass
+class ParsedLora:
+    name: str
+    deltas: dict[str, ModuleDelta]            # target ("unet.…" / "text_encoder.…") → delta
+    unmatched: list[str] = field(default_factory=list)   # file keys that were not used
+    fingerprint: str = ""                     # identity for LoraPatcher's "same set" test
+
+    def __post_init__(self):
+        if not self.fingerprint:
+            self.fingerprint = self.name
 
 
 def _examples(keys: list[str], n: int = 5) -> str:
@@ -226,20 +277,20 @@ def parse_lora(state_dict: Mapping[str, torch.Tensor], components: Mapping[str, 
         module = modules[target]
         bias = getattr(module, "bias", None)
         try:
-            delta, used = compute_delta(module_key, parts, module.weight.shape,
-                                        None if bias is None else bias.shape)
+            kind, used = kind_of(parts)
+            delta = ModuleDelta(module_key, kind, {k: v for k, v in parts.items()
+                                                   if k in used or k in ("alpha", "scale", "dora_scale")},
+                                is_text_target(target))
+            # shapes checked now, without computing anything: the same math on "meta" tensors
+            delta.compute(torch.empty(module.weight.shape, device="meta"), None if bias is None else bias.shape)
         except (LoraError, RuntimeError):
             unmatched.extend(f"{module_key}.{part}" for part in parts)
             continue
-        unmatched.extend(f"{module_key}.{part}" for part in parts if part not in used)
-        delta.is_text = is_text_target(target)
-        if target in deltas:  # two spellings of one module in one file: add them
-            prev = deltas[target]
-            prev.weight = prev.weight + delta.weight
-            if delta.bias is not None:
-                prev.bias = delta.bias if prev.bias is None else prev.bias + delta.bias
-        else:
-            deltas[target] = delta
+        if target in deltas:  # a second spelling of a module already taken: reported, not merged twice
+            unmatched.extend(f"{module_key}.{part}" for part in parts)
+            continue
+        unmatched.extend(f"{module_key}.{part}" for part in parts if part not in delta.parts)
+        deltas[target] = delta
     if not deltas:
         keys = sorted(state_dict)
         raise LoraError(f"LoRA {name!r} does not fit the loaded model: none of its {len(keys)} keys matched a "

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..ldm_layout import UNET_PREFIX, unet_key
 
-PATCHABLE = (nn.Linear, nn.Conv2d)
+PATCHABLE = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm)  # norms: LyCORIS w_norm/b_norm
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
 
 
@@ -25,7 +25,7 @@ def named_modules(components: Mapping[str, nn.Module | None]) -> dict[str, nn.Mo
         if module is None:
             continue
         for name, sub in module.named_modules():
-            if name and isinstance(sub, PATCHABLE):
+            if name and isinstance(sub, PATCHABLE) and getattr(sub, "weight", None) is not None:
                 out[f"{comp}.{name}"] = sub
     return out
 
