@@ -104,9 +104,9 @@ def _scale(parts: Mapping[str, torch.Tensor], rank: int | None) -> float:
 def _fit(delta: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:
     if delta.shape == shape:
         return delta
-    if (len(shape) == 4 and delta.dim() == 4 and delta.shape[1] == 4 and shape[1] == 9
-            and delta.shape[0] == shape[0] and delta.shape[2:] == shape[2:]):
+    if len(shape) == 4 and shape[1] == 9 and delta.numel() == shape[0] * 4 * shape[2] * shape[3]:
         # an SD LoRA on an inpainting UNet's conv_in: no change for the mask and masked-image channels (A1111)
+        delta = delta.reshape(shape[0], 4, *shape[2:])
         return torch.nn.functional.pad(delta, (0, 0, 0, 0, 0, 5))
     if delta.numel() == shape.numel():
         return delta.reshape(shape)
