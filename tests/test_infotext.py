@@ -133,8 +133,9 @@ def test_parse_a1111_example():
     assert (p.steps, p.sampler_name, p.scheduler, p.cfg_scale, p.seed, p.width, p.height) == (
         20, "DPM++ 2M", "Karras", 7.0, 1234, 512, 768)
     assert (p.model_hash, p.model) == ("6ce0161689", "v1-5-pruned-emaonly")
+    assert p.denoising_strength == 0.7
     assert list(p.extra.items()) == [
-        ("Denoising strength", "0.7"), ("Hires upscale", "2"), ("Hires upscaler", "Latent"),
+        ("Hires upscale", "2"), ("Hires upscaler", "Latent"),
         ("Lora hashes", "add_detail: 7c6bad76eb54"), ("Version", "v1.10.1")]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-from .params import GenerationParams
+from .params import MASKED_CONTENT, GenerationParams
 
 VERSION = "gouache-0.1.0"
 
@@ -62,6 +62,15 @@ def _typed_fields(p: GenerationParams) -> dict:
         "ENSD": p.ensd or None,
         "RNG": p.rng if p.rng != "GPU" else None,
         "Clip skip": p.clip_skip if p.clip_skip and p.clip_skip > 1 else None,
+        "Denoising strength": p.denoising_strength,
+        "Conditional mask weight": p.inpainting_mask_weight,
+        # A1111's Img2Img.init sets these in this order (extra_generation_params)
+        "Mask mode": "Inpaint not masked" if p.inpainting_mask_invert else None,
+        "Mask blur": p.mask_blur or None,
+        "Inpaint area": "Only masked" if p.inpaint_full_res else None,
+        "Masked area padding": p.inpaint_full_res_padding if p.inpaint_full_res else None,
+        "Masked content": MASKED_CONTENT[p.inpainting_fill] if p.inpainting_fill in (0, 2, 3) else None,
+        "Noise multiplier": p.initial_noise_multiplier if p.initial_noise_multiplier not in (None, 1.0) else None,
         "Emphasis": p.emphasis,
         # Set by the sampler in A1111's sampler code, hence among extra_generation_params, in this order.
         "Schedule min sigma": p.sigma_min, "Schedule max sigma": p.sigma_max, "Schedule rho": p.rho,
@@ -146,6 +155,14 @@ _TYPED = {
     "Sigma tmin": lambda v: {"s_tmin": float(v)},
     "Sigma tmax": lambda v: {"s_tmax": float(v)},
     "Sigma noise": lambda v: {"s_noise": float(v)},
+    "Denoising strength": lambda v: {"denoising_strength": float(v)},
+    "Conditional mask weight": lambda v: {"inpainting_mask_weight": float(v)},
+    "Mask mode": lambda v: {"inpainting_mask_invert": {"Inpaint masked": False, "Inpaint not masked": True}[v]},
+    "Mask blur": lambda v: {"mask_blur": int(v)},
+    "Inpaint area": lambda v: {"inpaint_full_res": {"Whole picture": False, "Only masked": True}[v]},
+    "Masked area padding": lambda v: {"inpaint_full_res_padding": int(v)},
+    "Masked content": lambda v: {"inpainting_fill": MASKED_CONTENT.index(v)},
+    "Noise multiplier": lambda v: {"initial_noise_multiplier": float(v)},
 }
 
 
@@ -167,7 +184,7 @@ def parse_infotext(text: str) -> GenerationParams:
     for k, v in fields or ():
         try:
             changes = _TYPED[k](v) if k in _TYPED else None
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, KeyError):
             changes = None
         if changes is None:
             p.extra[k] = v

@@ -296,12 +296,35 @@ class PipelineManager:
 
     def txt2img(self, params: GenerationParams, outdir: Path | None, on_progress=None) -> Processed:
         """Generate and (when outdir is given) save under outdir/txt2img-images/DATE/."""
+        return self._generate(params, outdir, "txt2img-images", on_progress)
+
+    def img2img(self, params: GenerationParams, init_image, mask=None, outdir: Path | None = None,
+                on_progress=None) -> Processed:
+        """img2img (no mask) or inpainting (mask: white = regenerate) from a PIL image; saved under
+        outdir/img2img-images/DATE/. Unset img2img fields take A1111's UI defaults (strength 0.75, mask blur 4,
+        masked content "original", whole picture, padding 32)."""
+        if init_image is None:
+            raise UserError("img2img needs an init image")
+
+        def prepare(model):
+            from . import img2img
+
+            return img2img.prepare(model.components, params, self.settings, init_image, mask)
+        return self._generate(params, outdir, "img2img-images", on_progress, prepare)
+
+    def _generate(self, params: GenerationParams, outdir: Path | None, subdir: str, on_progress,
+                  prepare_init=None) -> Processed:
         params.validate()
+        warnings: list[str] = []
         with self.lock:
             self._interrupt.clear()
             model = self.ensure_model(params.model)
             self._apply_vae(model, params.vae or self.settings.sd_vae)
             self._apply_attention(model)
+            init = None
+            if prepare_init is not None:  # before the LoRAs: a bad image must not cost a merge
+                prepared = prepare_init(model)
+                init, warnings = prepared.init, prepared.warnings
             loras = self._apply_loras(model, params.prompt)
             request = params.replace(
                 model=model.info.model_name, model_hash=model.short_hash,
@@ -310,15 +333,14 @@ class PipelineManager:
                 extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
             control = processing.JobControl(on_progress, self._interrupt.is_set)
             result = processing.txt2img(model.components, model.denoiser, request, self.settings, control,
-                                         model.encoder, device=self.device)
+                                         model.encoder, device=self.device, init=init)
         processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks,
-                              warnings=loras.warnings)
+                              warnings=warnings + loras.warnings)
         for item in result.images:
             text = format_infotext(item.params)
             processed.images.append(item.image)
             processed.params.append(item.params)
             processed.infotexts.append(text)
             if outdir is not None:
-                processed.paths.append(
-                    images.save_image(item.image, Path(outdir) / "txt2img-images", item.params.seed, text))
+                processed.paths.append(images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text))
         return processed

@@ -13,6 +13,9 @@ CFG_MAX = 30.0
 BATCH_SIZE_MAX = 8
 BATCH_COUNT_MAX = 100
 SEED_MAX = 2**32 - 1
+MASK_BLUR_MAX = 64
+PADDING_MAX = 256
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")  # inpainting_fill index → name
 
 
 class InvalidParams(UserError, ValueError):
@@ -56,6 +59,16 @@ class GenerationParams:
     model_hash: str | None = None
     vae: str | None = None  # None = the setting; infotext "VAE" (an external VAE's file name)
     vae_hash: str | None = None
+    # img2img / inpainting (None = not used: not written to infotext). A1111 UI defaults in comments.
+    denoising_strength: float | None = None  # 0.75
+    resize_mode: int = 0  # 0 Just resize, 1 Crop and resize, 2 Resize and fill, 3 Just resize (latent upscale)
+    mask_blur: int | None = None  # 4
+    inpainting_mask_invert: bool = False  # "Mask mode": Inpaint masked / Inpaint not masked
+    inpainting_fill: int | None = None  # "Masked content": 0 fill, 1 original (default), 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = False  # "Inpaint area": Whole picture / Only masked
+    inpaint_full_res_padding: int | None = None  # "Only masked padding, pixels": 32
+    inpainting_mask_weight: float | None = None  # "Conditional mask weight" (inpainting models); the setting's
+    initial_noise_multiplier: float | None = None  # "Noise multiplier"; the setting's
     # Infotext fields this version does not model, verbatim and in order (e.g. "Hires upscale", "Version").
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -89,6 +102,19 @@ class GenerationParams:
             check_range("clip skip", self.clip_skip, 1, 12)
         if self.emphasis is not None and self.emphasis not in ("Original", "No norm", "Ignore", "None"):
             raise InvalidParams(f"emphasis must be one of Original, No norm, Ignore, None; got {self.emphasis!r}")
+        if self.denoising_strength is not None:
+            check_range("denoising strength", self.denoising_strength, 0.0, 1.0)
+        check_range("resize mode", self.resize_mode, 0, 3)
+        if self.mask_blur is not None:
+            check_range("mask blur", self.mask_blur, 0, MASK_BLUR_MAX)
+        if self.inpainting_fill is not None:
+            check_range("masked content", self.inpainting_fill, 0, 3)
+        if self.inpaint_full_res_padding is not None:
+            check_range("only masked padding", self.inpaint_full_res_padding, 0, PADDING_MAX)
+        if self.inpainting_mask_weight is not None:
+            check_range("conditional mask weight", self.inpainting_mask_weight, 0.0, 1.0)
+        if self.initial_noise_multiplier is not None:
+            check_range("noise multiplier", self.initial_noise_multiplier, 0.0, 1.5)
         if self.rng is not None and self.rng not in ("CPU", "GPU"):
             raise InvalidParams(f"RNG source must be CPU or GPU, got {self.rng!r}")
         return self

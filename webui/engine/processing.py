@@ -83,7 +83,7 @@ class _Progress:
         self.done += 1
 
 
-def _model_extras(components, params: GenerationParams, device):
+def _model_extras(components, params: GenerationParams, device, init: InitLatents | None = None):
     """What some UNets take beside the text: SDXL's size/crop ids; an inpainting model's mask + image latent."""
     arch = components.arch
     time_ids = None
@@ -93,7 +93,9 @@ def _model_extras(components, params: GenerationParams, device):
     elif arch.family == "sdxl_refiner":  # original size, crop, aesthetic score (A1111: 6)
         time_ids = torch.tensor([[h, w, 0, 0, 6.0]], dtype=torch.float32)
     concat = None
-    if arch.inpainting:
+    if init is not None:
+        concat = None if init.concat is None else init.concat.to(device)
+    elif arch.inpainting:
         # txt2img on an inpainting model, as A1111: everything masked, the "masked image" all mid-grey. The
         # latent is the VAE's mean (A1111 samples it with the global RNG, which is not reproducible).
         vae = components.vae
@@ -101,6 +103,33 @@ def _model_extras(components, params: GenerationParams, device):
         latent = vae.encode(grey).latent_dist.mean.float() * vae.config.scaling_factor
         concat = torch.cat([torch.ones_like(latent[:, :1]), latent], dim=1).to(device)
     return time_ids, concat
+
+
+@dataclass
+class InitLatents:
+    """img2img's starting point (built by img2img.py): the encoded init image and how sampling treats it."""
+    latent: torch.Tensor  # (1, C, h, w), scaled like the UNet's latents
+    t_enc: int  # schedule entries from the end where sampling starts (samplers.sampling.img2img_steps)
+    schedule_steps: int
+    keep: torch.Tensor | None = None  # (1, 1, h, w) 1 where the init latent is kept (inpainting), else None
+    latent_fill: int | None = None  # masked content 2 "latent noise" / 3 "latent nothing": replaces the masked latent
+    concat: torch.Tensor | None = None  # inpainting models: (1, 5, h, w) mask + masked-image latent
+    noise_multiplier: float = 1.0
+    finish: Callable[[Image.Image], Image.Image] = staticmethod(lambda image: image)  # composite onto the original
+    record: dict = field(default_factory=dict)  # request fields as they took effect, for the infotext
+
+    def model_calls(self, timestep_based: bool) -> int:
+        return max(self.t_enc - 1, 0) if timestep_based else self.t_enc + 1
+
+    def start_latent(self, n: int, rng_for_fill) -> torch.Tensor:
+        """The batch's init latent; "latent noise" fills the masked part with the batch's seed noise
+        (A1111 draws it from the first batch's seeds for every batch; each batch uses its own here)."""
+        x0 = self.latent.expand(n, -1, -1, -1)
+        if self.keep is not None and self.latent_fill == 2:
+            x0 = x0 * self.keep + rng_for_fill() * (1 - self.keep)
+        elif self.keep is not None and self.latent_fill == 3:
+            x0 = x0 * self.keep
+        return x0
 
 
 # Infotext fields a job computes itself: a pasted infotext's old values must not carry over.
@@ -111,12 +140,13 @@ COMPUTED_EXTRA = ("TI hashes", "Pad conds", "Discard penultimate sigma", "Beta s
 @torch.no_grad()
 def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
             control: JobControl | None = None, encoder: PromptEncoder | None = None,
-            device: torch.device | None = None) -> Txt2ImgResult:
-    """`device`: where sampling runs; by default the UNet's (with --medvram the UNet waits on the CPU)."""
+            device: torch.device | None = None, init: InitLatents | None = None) -> Txt2ImgResult:
+    """`device`: where sampling runs; by default the UNet's (with --medvram the UNet waits on the CPU).
+    `init`: start from an encoded image instead of pure noise (img2img.py builds it)."""
     params.validate()
     settings = settings or Settings()
     control = control or JobControl()
-    plan = sampling.make_plan(params, settings, denoiser, params.steps)
+    plan = sampling.make_plan(params, settings, denoiser, init.schedule_steps if init else params.steps)
     device = device or components.unet.device
 
     encoder = encoder or PromptEncoder(components.tokenizer, components.text_encoder)
@@ -125,8 +155,9 @@ def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
     conditioning, prompt_info = build_conditioning(encoder, params.prompt, params.negative_prompt, params.steps,
                                                    clip_skip, emphasis)
 
-    time_ids, concat = _model_extras(components, params, device)
-    progress = _Progress(control, params.steps * plan.model_calls_per_step * params.n_iter)
+    time_ids, concat = _model_extras(components, params, device, init)
+    model_steps = init.model_calls(plan.sampler.is_timestep_based) if init else params.steps
+    progress = _Progress(control, model_steps * plan.model_calls_per_step * params.n_iter)
     count = params.batch_size * params.n_iter
     seeds, subseeds = job_seeds(params, count)
     latent_shape = (components.vae.config.latent_channels, params.height // 8, params.width // 8)
@@ -135,6 +166,8 @@ def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
     base.extra = {k: v for k, v in params.extra.items() if k not in COMPUTED_EXTRA}
     base.extra.update(prompt_info.infotext)
     base.extra.update(plan.extra)
+    if init is not None:
+        base = base.replace(**init.record)
     varied = params.subseed_strength != 0
     resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
     result = Txt2ImgResult(extra_networks=prompt_info.extra_networks)
@@ -142,16 +175,32 @@ def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
         batch = slice(n * params.batch_size, (n + 1) * params.batch_size)
         rng = ImageRNG(latent_shape, seeds[batch], subseeds[batch], params.subseed_strength,
                        (params.seed_resize_from_w, params.seed_resize_from_h), plan.ensd, plan.rng_source)
+        n = len(seeds[batch])
+        x0 = keep = None
+        if init is not None:
+            x0 = init.start_latent(
+                n, lambda: ImageRNG(latent_shape, seeds[batch], source=plan.rng_source).next()).to(device)
+            keep = None if init.keep is None else init.keep.to(device)
         model = CFGDenoiser(plan.denoiser, conditioning, params.cfg_scale, on_step=progress, time_ids=time_ids,
-                            concat=None if concat is None else concat.expand(len(seeds[batch]), -1, -1, -1))
+                            concat=None if concat is None else concat.expand(n, -1, -1, -1),
+                            keep=None if keep is None else (x0, keep))
         try:
-            latents = sampling.sample(plan, model, rng, seeds[batch], device)
+            if init is None:
+                latents = sampling.sample(plan, model, rng, seeds[batch], device)
+            else:
+                latents = sampling.sample_img2img(plan, model, rng, seeds[batch], device, x0, init.t_enc,
+                                                  init.noise_multiplier)
         except Interrupted:
             result.interrupted = True
             break
+        if keep is not None:  # A1111: the kept area is exactly the init latent before decoding
+            latents = latents * (1 - keep) + x0 * keep
         if conditioning.padded:
             base.extra["Pad conds"] = "True"
-        for seed, subseed, image in zip(seeds[batch], subseeds[batch], latents_to_images(components.vae, latents)):
+        decoded = latents_to_images(components.vae, latents)
+        if init is not None:
+            decoded = [init.finish(image) for image in decoded]
+        for seed, subseed, image in zip(seeds[batch], subseeds[batch], decoded):
             own = base.replace(
                 seed=seed, subseed=subseed if varied else -1, subseed_strength=params.subseed_strength,
                 seed_resize_from_w=params.seed_resize_from_w if resized else 0,

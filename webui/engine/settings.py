@@ -32,3 +32,8 @@ class Settings:
     always_discard_next_to_last_sigma: bool = False
     beta_dist_alpha: float = 0.6
     beta_dist_beta: float = 0.6
+    # img2img
+    img2img_fix_steps: bool = False  # "do exactly the amount of steps the slider specifies"
+    initial_noise_multiplier: float = 1.0
+    inpainting_mask_weight: float = 1.0  # "Inpainting conditioning mask strength"
+    img2img_background_color: str = "#ffffff"  # transparent init images are flattened onto it

@@ -119,8 +119,12 @@ class CFGDenoiser:
     `step` counts model calls, as A1111's CFGDenoiser does: prompt editing switches by that count."""
 
     def __init__(self, model: DiscreteEpsDenoiser, conditioning, cfg_scale: float, on_step=None,
-                 time_ids: torch.Tensor | None = None, concat: torch.Tensor | None = None):
+                 time_ids: torch.Tensor | None = None, concat: torch.Tensor | None = None,
+                 keep: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.model, self.conditioning, self.cfg_scale = model, conditioning, cfg_scale
+        # inpainting with an ordinary model: (init latent, mask with 1 where it is kept); every prediction is
+        # the init latent there, as A1111's CFGDenoiser blends after denoising
+        self.keep = keep
         self.on_step = on_step  # called before every model evaluation: progress and interruption
         self.time_ids = time_ids  # SDXL: (1, 6) original size, crop, target size
         self.concat = concat  # inpainting models: (batch, 5, h, w) mask + masked-image latent
@@ -147,6 +151,9 @@ class CFGDenoiser:
         denoised = uncond_out.clone()
         for i, weight in enumerate(weights):
             denoised += (out[i * n:(i + 1) * n] - uncond_out) * (weight * self.cfg_scale)
+        if self.keep is not None:
+            init, mask = self.keep
+            denoised = init * mask + denoised * (1 - mask)
         return denoised
 
 

@@ -149,3 +149,46 @@ def sample(plan: Plan, model, rng: ImageRNG, seeds: list[int], device) -> torch.
     else:
         kwargs["noise_sampler"] = per_image
     return plan.sampler.func(model, x, **kwargs)
+
+
+def img2img_steps(steps: int, strength: float, fix_steps: bool = False) -> tuple[int, int]:
+    """A1111's setup_img2img_steps: (schedule length, t_enc). By default the schedule has `steps` entries and
+    sampling starts t_enc = int(strength·steps) entries before its end; with "do exactly the amount of steps
+    the slider specifies" the schedule is stretched to steps / strength instead."""
+    strength = min(strength, 0.999)
+    if fix_steps:
+        return (int(steps / strength) if strength > 0 else 0), steps - 1
+    return steps, int(strength * steps)
+
+
+def sample_img2img(plan: Plan, model, rng: ImageRNG, seeds: list[int], device, init_latent: torch.Tensor,
+                   t_enc: int, noise_multiplier: float = 1.0) -> torch.Tensor:
+    """Start from `init_latent` noised to the level t_enc entries from the end of the schedule, as A1111's
+    sample_img2img: k-diffusion samplers get sigmas[steps - t_enc - 1:] (t_enc + 1 model steps), timestep
+    samplers timesteps[:t_enc] with the latent noised to timesteps[t_enc]."""
+    noise = rng.next().to(device) * noise_multiplier
+    x0 = init_latent.to(device)
+    kwargs = dict(plan.kwargs)
+    if plan.sampler.is_timestep_based:
+        ac = plan.denoiser.alphas_cumprod.detach().to("cpu", torch.float32)
+        t_start = int(plan.timesteps[min(t_enc, len(plan.timesteps) - 1)])
+        xi = x0 * ac[t_start].sqrt().item() + noise * (1 - ac[t_start]).sqrt().item()
+        per_image = lambda sigma, sigma_next: rng.next().to(device)  # noqa: E731
+        return plan.sampler.func(model, xi, plan.timesteps[:t_enc], plan.denoiser.alphas_cumprod,
+                                 noise_sampler=per_image, **kwargs)
+    sigmas = plan.sigmas
+    sched = sigmas[-(t_enc + 2):]  # = sigmas[steps - t_enc - 1:]
+    xi = x0 + noise * sched[0]
+    accepts = inspect.signature(plan.sampler.func).parameters
+    if "sigma_min" in accepts:  # DPM fast / adaptive: the last sigma is 0, which they cannot take
+        kwargs["sigma_min"], kwargs["sigma_max"] = float(sched[-2]), float(sched[0])
+        if "n" in accepts:
+            kwargs["n"] = len(sched) - 1
+    else:
+        kwargs["sigmas"] = sched
+    if plan.sampler.options.get("brownian_noise"):
+        positive = sigmas[sigmas > 0]
+        kwargs["noise_sampler"] = BrownianNoiseSampler(xi, positive.min(), sigmas.max(), seeds)
+    else:
+        kwargs["noise_sampler"] = lambda sigma, sigma_next: rng.next().to(device)
+    return plan.sampler.func(model, xi, **kwargs)
