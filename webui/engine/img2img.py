@@ -78,7 +78,7 @@ def prepare(components, params: GenerationParams, settings: Settings, init_image
         check_size(*mask.size, MAX_INIT_PIXELS)
         blur = DEFAULT_MASK_BLUR if params.mask_blur is None else params.mask_blur
         full = masks.prepare_mask(mask, image.size, blur, blur, params.inpainting_mask_invert)
-        if masks.is_empty(full):
+        if masks.is_empty(full) and not params.inpaint_full_res:
             warnings.append("the mask is empty: nothing is inpainted, the image comes back unchanged")
         record.update(mask_blur=blur or None, inpainting_mask_invert=params.inpainting_mask_invert,
                       inpainting_fill=fill)
