@@ -72,3 +72,49 @@ def test_bf16_precision_on_cpu(tiny_model):
                    "--height", "64", "--precision", "bf16", "--outdir", "bf16", cwd=tiny_model)
     assert result.returncode == 0, result.stderr
     assert read_png_infotext(tiny_model / result.stdout.strip()).startswith("a cat\n")
+
+
+def _write_images(folder):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray((np.random.RandomState(0).rand(64, 80, 3) * 255).astype(np.uint8)).save(folder / "init.png")
+    mask = Image.new("L", (80, 64), 0)
+    mask.paste(255, (20, 12, 60, 36))
+    mask.save(folder / "mask.png")
+
+
+def test_img2img_and_inpaint_commands(tiny_model):
+    _write_images(tiny_model)
+    base = ["img2img", "--ckpt", "tiny.safetensors", "--prompt", "a cat", "--steps", "4", "--seed", "3",
+            "--init-image", "init.png", "--outdir", "i2i"]
+    plain = webui(*base, "--scale", "1", "--denoising-strength", "0.5", "--resize-mode", "Crop and resize",
+                  cwd=tiny_model)
+    assert plain.returncode == 0, plain.stderr
+    path = plain.stdout.strip()
+    assert path.startswith("i2i/img2img-images/") and path.endswith("-3.png")
+    text = read_png_infotext(tiny_model / path)
+    assert "Size: 80x64," in text and "Denoising strength: 0.5," in text
+
+    inpaint = webui(*base, "--width", "64", "--height", "64", "--mask", "mask.png", "--masked-content", "fill",
+                    "--only-masked", "--only-masked-padding", "8", "--invert-mask", cwd=tiny_model)
+    assert inpaint.returncode == 0, inpaint.stderr
+    text = read_png_infotext(tiny_model / inpaint.stdout.strip())
+    assert ("Denoising strength: 0.75, RNG: CPU, Mask mode: Inpaint not masked, Mask blur: 4, "
+            "Inpaint area: Only masked, Masked area padding: 8, Masked content: fill") in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--init-image", "nope.png"], "error: Cannot decode the image"),
+    (["--init-image", "init.png", "--denoising-strength", "2"], "error: denoising strength must be between"),
+    (["--init-image", "init.png", "--resize-mode", "Stretch"], "error: Unknown resize mode 'Stretch'"),
+    (["--init-image", "init.png", "--mask", "tiny.safetensors"], "error: Cannot decode the image"),
+])
+def test_img2img_bad_input(tiny_model, args, message):
+    _write_images(tiny_model)
+    result = webui("img2img", "--ckpt", "tiny.safetensors", "--steps", "2", "--width", "64", "--height", "64",
+                   "--outdir", "bad-i2i", *args, cwd=tiny_model)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith(message)
+    assert "Traceback" not in result.stderr
+    assert not (tiny_model / "bad-i2i").exists()

@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-COMMANDS = ("txt2img", "make-tiny-model")
+COMMANDS = ("txt2img", "img2img", "make-tiny-model")
 
 
 def _add_common(p: argparse.ArgumentParser):
@@ -44,18 +44,19 @@ def _add_common(p: argparse.ArgumentParser):
 
 def launch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="webui", description="Gouache web UI. Subcommands: txt2img, make-tiny-model (see `webui CMD --help`).")
+        prog="webui", description="Gouache web UI. Subcommands: txt2img, img2img, make-tiny-model (see `webui CMD --help`).")
     _add_common(p)
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 instead of 127.0.0.1")
     return p
 
 
-def txt2img_parser() -> argparse.ArgumentParser:
+def txt2img_parser(prog: str = "webui txt2img",
+                   description: str = "Generate images headless; prints each path.") -> argparse.ArgumentParser:
     from .engine.params import GenerationParams
 
     d = GenerationParams()
-    p = argparse.ArgumentParser(prog="webui txt2img", description="Generate images headless; prints each path.")
+    p = argparse.ArgumentParser(prog=prog, description=description)
     _add_common(p)
     p.add_argument("--prompt", default=d.prompt)
     p.add_argument("--negative-prompt", default=d.negative_prompt)
@@ -85,6 +86,27 @@ def txt2img_parser() -> argparse.ArgumentParser:
     return p
 
 
+def img2img_parser() -> argparse.ArgumentParser:
+    from .engine.img_ops import RESIZE_MODES
+    from .engine.params import MASKED_CONTENT
+
+    p = txt2img_parser("webui img2img", "img2img / inpainting headless; prints each path. Unset options take "
+                                        "A1111's UI defaults.")
+    g = p.add_argument_group("img2img")
+    g.add_argument("--init-image", type=Path, required=True, help="the image to start from")
+    g.add_argument("--mask", type=Path, default=None, help="inpainting mask: white = regenerate")
+    g.add_argument("--denoising-strength", type=float, default=0.75)
+    g.add_argument("--resize-mode", default="Just resize", help=f"one of {', '.join(RESIZE_MODES)} (or 0-3)")
+    g.add_argument("--scale", type=float, default=None,
+                   help="resize by this factor instead of --width/--height (A1111's 'Resize by')")
+    g.add_argument("--mask-blur", type=int, default=4)
+    g.add_argument("--invert-mask", action="store_true", help='mask mode "Inpaint not masked"')
+    g.add_argument("--masked-content", choices=MASKED_CONTENT, default="original")
+    g.add_argument("--only-masked", action="store_true", help='inpaint area "Only masked" (default: whole picture)')
+    g.add_argument("--only-masked-padding", type=int, default=32)
+    return p
+
+
 def _paths(args) -> tuple[Path, Path]:
     ckpt_dir = args.ckpt_dir or args.data_dir / "models" / "Stable-diffusion"
     outdir = args.outdir or args.data_dir / "outputs"
@@ -106,11 +128,10 @@ def _manager(args):
                            lora_dir=args.lora_dir)
 
 
-def run_txt2img(argv: list[str]) -> int:
-    args = txt2img_parser().parse_args(argv)
+def _params(args):
     from .engine.params import GenerationParams
 
-    params = GenerationParams(
+    return GenerationParams(
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, sampler_name=args.sampler,
         scheduler=args.scheduler, cfg_scale=args.cfg_scale, seed=args.seed, width=args.width,
         height=args.height, batch_size=args.batch_size, n_iter=args.n_iter, model=args.ckpt,
@@ -119,13 +140,42 @@ def run_txt2img(argv: list[str]) -> int:
         s_tmin=args.s_tmin, s_tmax=args.s_tmax, s_noise=args.s_noise, sigma_min=args.sigma_min,
         sigma_max=args.sigma_max, rho=args.rho, ensd=args.ensd, rng=args.rng, clip_skip=args.clip_skip,
         emphasis=args.emphasis, vae=args.vae)
-    _, outdir = _paths(args)
-    processed = _manager(args).txt2img(params, outdir)
+
+
+def _report(processed) -> int:
     for warning in processed.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for path in processed.paths:
         print(path)
     return 0
+
+
+def run_txt2img(argv: list[str]) -> int:
+    args = txt2img_parser().parse_args(argv)
+    _, outdir = _paths(args)
+    return _report(_manager(args).txt2img(_params(args), outdir))
+
+
+def run_img2img(argv: list[str]) -> int:
+    args = img2img_parser().parse_args(argv)
+    from .engine.img2img import MAX_INIT_PIXELS
+    from .engine.img_ops import open_image, open_mask, resize_mode_index
+    from .engine.params import MASKED_CONTENT
+
+    init = open_image(args.init_image, MAX_INIT_PIXELS)
+    mask = open_mask(args.mask, MAX_INIT_PIXELS) if args.mask else None
+    params = _params(args).replace(
+        denoising_strength=args.denoising_strength, resize_mode=resize_mode_index(args.resize_mode),
+        mask_blur=args.mask_blur, inpainting_mask_invert=args.invert_mask,
+        inpainting_fill=MASKED_CONTENT.index(args.masked_content), inpaint_full_res=args.only_masked,
+        inpaint_full_res_padding=args.only_masked_padding)
+    if args.scale is not None:
+        from .engine.img_ops import scale_to_size
+
+        width, height = scale_to_size(*init.size, args.scale)
+        params = params.replace(width=width, height=height)
+    _, outdir = _paths(args)
+    return _report(_manager(args).img2img(params, init, mask, outdir))
 
 
 def run_make_tiny_model(argv: list[str]) -> int:
@@ -157,7 +207,8 @@ def run_ui(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    runner = {"txt2img": run_txt2img, "make-tiny-model": run_make_tiny_model, None: run_ui}[command]
+    runner = {"txt2img": run_txt2img, "img2img": run_img2img, "make-tiny-model": run_make_tiny_model,
+              None: run_ui}[command]
     try:
         return runner(argv[1:] if command else argv)
     except KeyboardInterrupt:

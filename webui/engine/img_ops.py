@@ -102,16 +102,30 @@ def normalize_image(img: Image.Image, max_pixels: int, background: str = DEFAULT
         raise InvalidImage(f"Cannot convert a {img.mode} image to RGB: {e}") from e
 
 
-def open_image(source: bytes | str | os.PathLike | BinaryIO, max_pixels: int,
-               background: str = DEFAULT_BACKGROUND) -> Image.Image:
-    """Open image bytes / a path / a file object and normalise it (see normalize_image)."""
+def _open(source: bytes | str | os.PathLike | BinaryIO) -> Image.Image:
     try:
-        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        return Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except Image.DecompressionBombError as e:
         raise InvalidImage(f"Image is too large: {e}") from e
     except Exception as e:
         raise InvalidImage(f"Cannot decode the image: {e}") from e
-    return normalize_image(img, max_pixels, background)
+
+
+def open_image(source: bytes | str | os.PathLike | BinaryIO, max_pixels: int,
+               background: str = DEFAULT_BACKGROUND) -> Image.Image:
+    """Open image bytes / a path / a file object and normalise it (see normalize_image)."""
+    return normalize_image(_open(source), max_pixels, background)
+
+
+def open_mask(source: bytes | str | os.PathLike | BinaryIO, max_pixels: int) -> Image.Image:
+    """Open a mask as it is (its alpha may be the mask: masks.mask_to_l decides), size-checked and decoded."""
+    img = _open(source)
+    check_size(*img.size, max_pixels)
+    try:
+        img.load()
+    except Exception as e:
+        raise InvalidImage(f"Cannot decode the image: {e}") from e
+    return img
 
 
 # --- resizing -------------------------------------------------------------------------------------
