@@ -9,6 +9,7 @@ from ..engine import params as limits
 from ..engine import samplers
 from ..engine.manager import PipelineManager
 from ..engine.params import GenerationParams
+from . import lora_browser
 from .common import user_errors_as_gradio
 
 
@@ -32,6 +33,7 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
             prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
             negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt")
             negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            lora_browser.build(manager, prompt)
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary")
             interrupt = gr.Button("Interrupt")
