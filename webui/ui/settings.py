@@ -1,4 +1,4 @@
-"""The Settings tab: sampler knobs A1111 keeps in settings. Applied at once; the next job uses them."""
+"""The Settings tab: sampler, LoRA and img2img options A1111 keeps in settings. Applied at once; the next job uses them."""
 from __future__ import annotations
 
 import dataclasses
@@ -34,13 +34,22 @@ FIELDS = [
     ("always_discard_next_to_last_sigma", "Always discard next-to-last sigma", lambda v: gr.Checkbox(v)),
     ("beta_dist_alpha", "Beta schedule alpha", lambda v: gr.Slider(0.01, 1, value=v, step=0.01)),
     ("beta_dist_beta", "Beta schedule beta", lambda v: gr.Slider(0.01, 1, value=v, step=0.01)),
+    ("lora_in_memory_limit", "Number of LoRA files to keep parsed in memory (per loaded checkpoint)",
+     lambda v: gr.Slider(0, 20, value=v, step=1)),
+    ("img2img_fix_steps", "With img2img, do exactly the amount of steps the slider specifies",
+     lambda v: gr.Checkbox(v)),
+    ("initial_noise_multiplier", "Noise multiplier for img2img", lambda v: gr.Slider(0, 1.5, value=v, step=0.001)),
+    ("inpainting_mask_weight", "Inpainting conditioning mask strength",
+     lambda v: gr.Slider(0, 1, value=v, step=0.01)),
+    ("img2img_background_color", "With img2img, fill transparent parts of the input image with this color",
+     lambda v: gr.ColorPicker(v)),
 ]
 
 
 def build_tab(manager: PipelineManager):
     current = manager.settings
     with gr.Column():
-        gr.Markdown("### Sampler parameters")
+        gr.Markdown("### Sampler, LoRA and img2img options")
         widgets = []
         for name, label, make in FIELDS:
             widget = make(getattr(current, name))
