@@ -6,8 +6,8 @@
 
 Applying the same set (same LoRAs by fingerprint, same weights) again is free; a different set puts back the
 originals of the modules it no longer touches and re-merges the others from their originals. Math is fp32
-(W.float() + Σ mult·delta), on the weight's device, cast back to the weight's dtype in place, so the Parameter
-objects (and anything holding them) stay the same. A module's original is copied to the CPU the first time it
+(W.float() + Σ mult·delta, plain LoRAs as one fused addmm each), on the weight's device, cast back to the
+weight's dtype in place, so the Parameter objects (and anything holding them) stay the same. A module's original is copied to the CPU the first time it
 is patched and kept (as A1111) until forget(): later set changes cost no new copies.
 """
 from __future__ import annotations
@@ -102,15 +102,32 @@ class LoraPatcher:
                 module, weight.detach().to(self.backup_device, copy=True),
                 None if bias is None else bias.detach().to(self.backup_device, copy=True))
         _, w0, b0 = self._backups[target]
-        w0 = w0.to(weight.device, torch.float32)
-        w, b = w0, None if b0 is None else b0.to(bias.device, torch.float32)
+        carries_delta = target in self._patched
         self._patched.add(target)  # from here on a failure must put this module back
+        # fp32 weights are merged in place; others through one fp32 copy on their device. A module carrying
+        # no delta is its own original: the backup is only read when it carries one (or a format needs it).
+        if weight.dtype == torch.float32:
+            w = weight.data
+            if carries_delta:
+                w.copy_(w0)
+        else:
+            w = (w0.to(weight.device) if carries_delta else weight.detach()).float()
+        original_cache = []
+
+        def original() -> torch.Tensor:
+            if not original_cache:
+                original_cache.append(w0.to(weight.device, torch.float32))
+            return original_cache[0]
+
+        b = None if b0 is None else b0.to(bias.device, torch.float32, copy=True)  # never the backup itself
         for mult, delta in items:
-            dw, db = delta.compute(w0, None if bias is None else bias.shape)
-            w = w + mult * dw
-            if db is not None:
-                b = b + mult * db
-        weight.copy_(w.to(weight.dtype))
+            if not delta.add_to(w, mult, original):
+                dw, db = delta.compute(original(), None if bias is None else bias.shape)
+                w.add_(dw, alpha=mult)
+                if db is not None:
+                    b.add_(db, alpha=mult)
+        if w is not weight.data:
+            weight.copy_(w.to(weight.dtype))
         if bias is not None:
             bias.copy_(b.to(bias.dtype))
 
