@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..engine.manager import PipelineManager
-from . import settings, txt2img
+from . import img2img, settings, txt2img
 from .common import user_errors_as_gradio
 
 NO_CHECKPOINT_HELP = (
@@ -83,6 +83,8 @@ def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = N
         with gr.Tabs():
             with gr.Tab("txt2img", id="txt2img"):
                 txt2img.build_tab(manager, Path(outdir), ckpt)
+            with gr.Tab("img2img", id="img2img"):
+                img2img.build(manager, Path(outdir), ckpt)
             with gr.Tab("Settings", id="settings"):
                 settings.build_tab(manager)
     return demo

@@ -1,0 +1,451 @@
+"""The img2img tab: A1111's five input sub-tabs (img2img, Sketch, Inpaint, Inpaint sketch, Inpaint upload), its
+fields and defaults, and one `img2img` endpoint the Generate button and API clients share.
+
+The editors' values become an (init image, mask) pair in `editor_to_init_mask`, a pure function; the pixel work
+after that (normalising, resizing, mask blur, compositing) is the engine's (img_ops.py, masks.py, img2img.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from ..engine import params as limits
+from ..engine import samplers
+from ..engine.errors import UserError
+from ..engine.img_ops import RESIZE_MODES, flatten, scale_to_size
+from ..engine.manager import PipelineManager
+from ..engine.masks import mask_to_l
+from ..engine.params import MASKED_CONTENT, GenerationParams
+from .common import user_errors_as_gradio
+
+# A1111's sub-tabs in A1111's order (the index is A1111's `mode`); "Batch" is not built.
+MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload"]
+IMG2IMG, SKETCH, INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD = MODES
+INPAINT_MODES = (INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD)
+TAB_IDS = {IMG2IMG: "img2img_img2img_tab", SKETCH: "img2img_sketch_tab", INPAINT: "img2img_inpaint_tab",
+           INPAINT_SKETCH: "img2img_inpaint_sketch_tab", INPAINT_UPLOAD: "img2img_inpaint_upload_tab"}
+MASK_MODES = ["Inpaint masked", "Inpaint not masked"]  # inpainting_mask_invert 0 / 1
+INPAINT_AREAS = ["Whole picture", "Only masked"]  # inpaint_full_res False / True
+SIZE_MODES = ["Resize to", "Resize by"]
+# A1111's UI defaults (the engine's defaults for unset fields are the same).
+DEFAULT_STRENGTH, DEFAULT_MASK_BLUR, DEFAULT_FILL, DEFAULT_PADDING = 0.75, 4, "original", 32
+
+
+# --- editor values → (init image, mask) ----------------------------------------------------------------
+
+
+def _pil(image) -> Image.Image | None:
+    """A PIL image from what gradio hands over (PIL, numpy array or file path), None stays None."""
+    if image is None or isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image)
+    if isinstance(image, (str, Path)):
+        return Image.open(image)
+    if isinstance(image, dict) and image.get("path"):  # a FileData-like dict
+        return Image.open(image["path"])
+    raise UserError(f"Cannot read an image from a {type(image).__name__}")
+
+
+def _rgba(image: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
+    """RGBA (8-bit first, so a 16-bit image is scaled rather than clipped), stretched to `size` if given."""
+    image = flatten(image).convert("RGBA") if image.mode in ("I", "I;16", "I;16B", "I;16L", "F") \
+        else image.convert("RGBA")
+    if size is not None and image.size != tuple(size):
+        image = image.resize(tuple(size), resample=Image.Resampling.NEAREST)
+    return image
+
+
+def editor_composite(value: dict | None) -> Image.Image | None:
+    """The editor's flattened picture: its "composite" when the browser sent one, else the background with
+    the layers drawn over it (API callers may send only background + layers)."""
+    if not value:
+        return None
+    composite = _pil(value.get("composite"))
+    if composite is not None:
+        return composite
+    background = _pil(value.get("background"))
+    layers = [_pil(layer) for layer in value.get("layers") or [] if layer is not None]
+    if background is None and not layers:
+        return None
+    out = _rgba(background) if background is not None else Image.new("RGBA", layers[0].size, (0, 0, 0, 0))
+    for layer in layers:
+        out.alpha_composite(_rgba(layer, out.size))
+    return out
+
+
+def layers_mask(value: dict, size: tuple[int, int]) -> Image.Image:
+    """Inpaint: the union of what was drawn on the layers, "L" at `size`, white = regenerate. A layer with
+    transparency counts where its alpha is over half (A1111's create_binary_mask with mask_round; the brush
+    colour does not matter); a fully opaque layer is taken as a greyscale mask (an API client's upload)."""
+    out = Image.new("L", size, 0)
+    for layer in value.get("layers") or []:
+        layer = _pil(layer)
+        if layer is None:
+            continue
+        mask = mask_to_l(layer)
+        if mask.size != tuple(size):
+            mask = mask.resize(tuple(size), resample=Image.Resampling.NEAREST)
+        out = Image.fromarray(np.maximum(np.asarray(out), np.asarray(mask)), "L")
+    return out
+
+
+def sketch_mask(original: Image.Image, sketched: Image.Image) -> Image.Image:
+    """Inpaint sketch: 255 where the sketch differs from the original (A1111:
+    `np.any(image != orig, axis=-1)`). Compared after flattening onto white, so pixels that are transparent in
+    both count as equal whatever colour the canvas left under them, plus where the alpha changed."""
+    size = sketched.size
+    original, sketched = _rgba(original, size), _rgba(sketched, size)
+    flat_o, flat_s = np.asarray(flatten(original)), np.asarray(flatten(sketched))
+    alpha_o, alpha_s = np.asarray(original.getchannel("A")), np.asarray(sketched.getchannel("A"))
+    changed = np.any(flat_o != flat_s, axis=-1) | (alpha_o != alpha_s)
+    return Image.fromarray(changed.astype(np.uint8) * 255, "L")
+
+
+def editor_to_init_mask(mode: str, value: dict | None, mask_alpha: float = 0.0,
+                        mask_blur: float = 0) -> tuple[Image.Image, Image.Image | None]:
+    """A gradio ImageEditor value ({"background", "layers", "composite"}, images as PIL / numpy / paths) →
+    (init image, mask or None) for one sub-tab, as A1111's img2img() builds them:
+
+    Sketch: the composite (what is on the canvas) is the init image; no mask.
+    Inpaint: the background is the init image; the drawn layers are the mask (layers_mask).
+    Inpaint sketch: the mask is where the composite differs from the background, dimmed by "Mask
+    transparency" (0–100); the init image is the sketch (blurred by mask blur) over the background through
+    that blurred mask, as A1111 does before the mask reaches the engine (which blurs it again for the overlay).
+
+    Raises UserError when the editor holds no image."""
+    value = value or {}
+    if mode == SKETCH:
+        image = editor_composite(value)
+        if image is None:
+            raise UserError("Sketch: no image; upload one (or draw) in the Sketch tab first")
+        return image, None
+    background = _pil(value.get("background"))
+    if mode == INPAINT:
+        if background is None:
+            raise UserError("Inpaint: no image; upload one in the Inpaint tab, then paint the mask over it")
+        return background, layers_mask(value, background.size)
+    if mode == INPAINT_SKETCH:
+        sketched = editor_composite(value)
+        if background is None or sketched is None:
+            raise UserError("Inpaint sketch: no image; upload one in the Inpaint sketch tab, then paint over it")
+        original = _rgba(background, sketched.size)
+        sketched = _rgba(sketched)
+        mask = sketch_mask(original, sketched)
+        mask = ImageEnhance.Brightness(mask).enhance(1 - float(mask_alpha or 0) / 100)
+        blur = ImageFilter.GaussianBlur(float(mask_blur or 0))
+        init = Image.composite(sketched.filter(blur), original, mask.filter(blur))
+        return init, mask
+    raise UserError(f"Unknown editor mode {mode!r}; expected one of {SKETCH}, {INPAINT}, {INPAINT_SKETCH}")
+
+
+def mode_name(mode: str | int) -> str:
+    """A sub-tab name from its name (case-insensitive) or A1111's index (0–4)."""
+    if isinstance(mode, (int, float)) and not isinstance(mode, bool) and int(mode) == mode \
+            and 0 <= int(mode) < len(MODES):
+        return MODES[int(mode)]
+    if isinstance(mode, str):
+        text = mode.strip()
+        if text.isdigit() and int(text) < len(MODES):
+            return MODES[int(text)]
+        for name in MODES:
+            if name.lower() == text.lower():
+                return name
+    raise UserError(f"Unknown img2img mode {mode!r}; expected one of {', '.join(MODES)} (or 0-4)")
+
+
+def _choice(value, choices, what: str) -> int:
+    """The index of a radio value (its label, case-insensitive, or the index itself)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and int(value) == value \
+            and 0 <= int(value) < len(choices):
+        return int(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        lowered = [c.lower() for c in choices]
+        if value.strip().lower() in lowered:
+            return lowered.index(value.strip().lower())
+        if value.strip().isdigit() and int(value) < len(choices):
+            return int(value)
+    raise UserError(f"Unknown {what} {value!r}; expected one of {', '.join(choices)}")
+
+
+def init_and_mask(mode: str, init_image=None, mask=None, sketch=None, inpaint=None, inpaint_sketch=None,
+                  inpaint_image=None, mask_alpha: float = 0.0,
+                  mask_blur: float = 0) -> tuple[Image.Image, Image.Image | None]:
+    """(init image, mask) for a request, from whichever inputs its mode uses:
+    img2img: init_image. Sketch / Inpaint / Inpaint sketch: that tab's editor value.
+    Inpaint upload: inpaint_image (the sub-tab's own upload; init_image when not given, so an API client
+    can send `init_image` + `mask` alone) and mask."""
+    mode = mode_name(mode)
+    if mode == IMG2IMG:
+        if init_image is None:
+            raise UserError("img2img: no init image; upload one in the img2img tab first")
+        return _pil(init_image), None
+    if mode == INPAINT_UPLOAD:
+        image = _pil(inpaint_image if inpaint_image is not None else init_image)
+        if image is None:
+            raise UserError("Inpaint upload: no image; upload the image to inpaint first")
+        if mask is None:
+            raise UserError("Inpaint upload: no mask; upload a mask (white = regenerate)")
+        return image, _pil(mask)
+    editor = {SKETCH: sketch, INPAINT: inpaint, INPAINT_SKETCH: inpaint_sketch}[mode]
+    return editor_to_init_mask(mode, editor, mask_alpha, mask_blur)
+
+
+def resize_label(size: tuple[int, int] | None, scale: float) -> str:
+    """A1111's "Resize by" note: the size the scale gives for the current image."""
+    if not size:
+        return "resize: no image selected"
+    w, h = scale_to_size(int(size[0]), int(size[1]), float(scale))
+    return f"resize: from {size[0]}x{size[1]} to {w}x{h}"
+
+
+# --- the tab --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Img2ImgTab:
+    """The components other tabs wire "send to img2img / inpaint" buttons to. To switch sub-tab from a handler,
+    output `switch_to(mode)` to `[tabs, mode]` (the mode radio is what the Generate button reads; selecting a
+    Tab programmatically does not fire its select event)."""
+    tabs: gr.Tabs
+    tab_ids: dict[str, str]
+    mode: gr.Radio  # hidden; the selected sub-tab's name (MODES)
+    init_image: gr.Image  # img2img sub-tab
+    sketch: gr.ImageEditor
+    inpaint: gr.ImageEditor  # set it to an image: the background (no mask drawn yet)
+    inpaint_sketch: gr.ImageEditor
+    inpaint_image: gr.Image  # Inpaint upload: image
+    inpaint_mask: gr.Image  # Inpaint upload: mask
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    sampler: gr.Dropdown
+    scheduler: gr.Dropdown
+    steps: gr.Slider
+    cfg_scale: gr.Slider
+    seed: gr.Number
+    width: gr.Slider
+    height: gr.Slider
+    denoising_strength: gr.Slider
+    gallery: gr.Gallery
+    info: gr.Textbox
+    extra: dict = field(default_factory=dict)
+
+    def switch_to(self, mode: str | int) -> tuple:
+        """Updates for [tabs, mode]: select a sub-tab and make it the Generate mode."""
+        name = mode_name(mode)
+        return gr.Tabs(selected=self.tab_ids[name]), name
+
+
+def _editor(label: str, elem_id: str, brush: gr.Brush | None = None) -> gr.ImageEditor:
+    # type="pil", RGBA so the layers keep their alpha; png so a value set from Python is not made lossy (webp)
+    return gr.ImageEditor(label=label, type="pil", image_mode="RGBA", format="png", layers=False,
+                          brush=brush, sources=("upload", "clipboard"), elem_id=elem_id, height=480)
+
+
+def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None = None) -> Img2ImgTab:
+    """Build the tab's contents inside the current gr.Tab."""
+    outdir = Path(outdir)
+    d = GenerationParams()
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt", elem_id="img2img_prompt")
+            prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt",
+                                  elem_id="img2img_neg_prompt")
+            negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+        with gr.Column(scale=1, min_width=160):
+            generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate")
+            interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt")
+    with gr.Row():
+        with gr.Column():
+            # Hidden radios hold the selected sub-tabs; unlike gr.State they are endpoint parameters.
+            mode = gr.Radio(MODES, value=IMG2IMG, label="Mode", visible=False)
+            with gr.Tabs(elem_id="img2img_mode_tabs") as tabs:
+                with gr.Tab("img2img", id=TAB_IDS[IMG2IMG]) as tab_img2img:
+                    init_image = gr.Image(label="Image for img2img", type="pil", image_mode=None, format="png",
+                                          sources=("upload", "clipboard"), elem_id="img2img_image", height=480)
+                with gr.Tab("Sketch", id=TAB_IDS[SKETCH]) as tab_sketch:
+                    sketch = _editor("Image for img2img (sketch over it)", "img2img_sketch")
+                with gr.Tab("Inpaint", id=TAB_IDS[INPAINT]) as tab_inpaint:
+                    inpaint = _editor("Image for inpainting with mask (paint the area to regenerate)",
+                                      "img2img_inpaint",
+                                      gr.Brush(colors=["#ffffff", "#000000", "rgb(204, 50, 50)"],
+                                               default_color="#ffffff", color_mode="defaults"))
+                with gr.Tab("Inpaint sketch", id=TAB_IDS[INPAINT_SKETCH]) as tab_inpaint_sketch:
+                    inpaint_sketch = _editor("Color sketch inpainting", "img2img_inpaint_sketch")
+                with gr.Tab("Inpaint upload", id=TAB_IDS[INPAINT_UPLOAD]) as tab_inpaint_upload:
+                    inpaint_image = gr.Image(label="Image", type="pil", image_mode=None, format="png",
+                                             sources=("upload", "clipboard"), elem_id="img2img_inpaint_image")
+                    inpaint_mask = gr.Image(label="Mask (white = regenerate)", type="pil", image_mode=None,
+                                            format="png", sources=("upload", "clipboard"),
+                                            elem_id="img2img_inpaint_mask")
+            mask_alpha = gr.Slider(0, 100, value=0, step=1, label="Mask transparency", visible=False)
+
+            resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], label="Resize mode")
+            with gr.Row():
+                sampler = gr.Dropdown(samplers.sampler_names(), value=d.sampler_name, label="Sampling method")
+                scheduler = gr.Dropdown(samplers.schedule_labels(), value=d.scheduler, label="Schedule type")
+            steps = gr.Slider(1, limits.STEPS_MAX, value=d.steps, step=1, label="Sampling steps")
+            size_mode = gr.Radio(SIZE_MODES, value=SIZE_MODES[0], label="Size", visible=False)
+            with gr.Tabs():
+                with gr.Tab("Resize to") as tab_resize_to, gr.Row():
+                    width = gr.Slider(limits.SIZE_MIN, limits.SIZE_MAX, value=d.width, step=limits.SIZE_STEP,
+                                      label="Width")
+                    height = gr.Slider(limits.SIZE_MIN, limits.SIZE_MAX, value=d.height, step=limits.SIZE_STEP,
+                                       label="Height")
+                with gr.Tab("Resize by") as tab_resize_by:
+                    scale = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale")
+                    scale_note = gr.Markdown(resize_label(None, 1.0))
+            with gr.Row():
+                n_iter = gr.Slider(1, limits.BATCH_COUNT_MAX, value=d.n_iter, step=1, label="Batch count")
+                batch_size = gr.Slider(1, limits.BATCH_SIZE_MAX, value=d.batch_size, step=1, label="Batch size")
+            cfg_scale = gr.Slider(1, limits.CFG_MAX, value=d.cfg_scale, step=0.5, label="CFG Scale")
+            strength = gr.Slider(0.0, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Denoising strength")
+            with gr.Row():
+                seed = gr.Number(value=d.seed, precision=0, label="Seed", scale=4)
+                random_seed = gr.Button("🎲", scale=0, min_width=40)
+                reuse_seed = gr.Button("♻️", scale=0, min_width=40)
+            with gr.Accordion("Extra", open=False):
+                with gr.Row():
+                    subseed = gr.Number(value=d.subseed, precision=0, label="Variation seed", scale=4)
+                    random_subseed = gr.Button("🎲", scale=0, min_width=40)
+                    subseed_strength = gr.Slider(0, 1, value=d.subseed_strength, step=0.01,
+                                                 label="Variation strength", scale=4)
+                with gr.Row():
+                    resize_w = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
+                                         label="Resize seed from width")
+                    resize_h = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
+                                         label="Resize seed from height")
+            with gr.Column(visible=False) as inpaint_controls:
+                mask_blur = gr.Slider(0, limits.MASK_BLUR_MAX, value=DEFAULT_MASK_BLUR, step=1, label="Mask blur")
+                mask_mode = gr.Radio(MASK_MODES, value=MASK_MODES[0], label="Mask mode")
+                masked_content = gr.Radio(list(MASKED_CONTENT), value=DEFAULT_FILL, label="Masked content")
+                with gr.Row():
+                    inpaint_area = gr.Radio(INPAINT_AREAS, value=INPAINT_AREAS[0], label="Inpaint area")
+                    padding = gr.Slider(0, limits.PADDING_MAX, value=DEFAULT_PADDING, step=4,
+                                        label="Only masked padding, pixels")
+        with gr.Column():
+            gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto",
+                                 elem_id="img2img_gallery")
+            info = gr.Textbox(label="Generation info", lines=4, interactive=False)
+            last = gr.State({"infotexts": [], "seeds": []})
+            sizes = gr.State({})  # mode → (w, h) of its image, for the "Resize by" note
+
+    @user_errors_as_gradio
+    def img2img(mode, init_image, mask, prompt, negative_prompt, sampler_name, scheduler, steps, width, height,
+                n_iter, batch_size, cfg_scale, seed, denoising_strength, resize_mode, mask_blur, mask_mode,
+                masked_content, inpaint_area, inpaint_full_res_padding, sketch=None, inpaint=None,
+                inpaint_sketch=None, inpaint_image=None, mask_alpha=0, size_mode="Resize to", scale=1.0,
+                subseed=-1, subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0, checkpoint=None,
+                progress=gr.Progress()):  # noqa: B008  (gradio's way to ask for a progress tracker)
+        mode = mode_name(mode)
+        inpainting = mode in INPAINT_MODES
+        blur = int(mask_blur)
+        image, mask = init_and_mask(mode, init_image, mask, sketch, inpaint, inpaint_sketch, inpaint_image,
+                                    mask_alpha, blur)
+        if _choice(size_mode, SIZE_MODES, "size mode") == 1:
+            width, height = scale_to_size(image.width, image.height, float(scale))
+        request = GenerationParams(
+            prompt=prompt or "", negative_prompt=negative_prompt or "", sampler_name=sampler_name,
+            scheduler=scheduler, steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
+            batch_size=int(batch_size), cfg_scale=float(cfg_scale), seed=int(seed), subseed=int(subseed),
+            subseed_strength=float(subseed_strength), seed_resize_from_w=int(seed_resize_from_w),
+            seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None,
+            denoising_strength=float(denoising_strength),
+            resize_mode=_choice(resize_mode, RESIZE_MODES, "resize mode"))
+        if inpainting:
+            request = request.replace(
+                mask_blur=blur, inpainting_mask_invert=bool(_choice(mask_mode, MASK_MODES, "mask mode")),
+                inpainting_fill=_choice(masked_content, MASKED_CONTENT, "masked content"),
+                inpaint_full_res=bool(_choice(inpaint_area, INPAINT_AREAS, "inpaint area")),
+                inpaint_full_res_padding=int(inpaint_full_res_padding))
+        processed = manager.img2img(
+            request, image, mask if inpainting else None, outdir,
+            on_progress=lambda done, total: progress((done, total), desc="Sampling"))
+        texts = processed.infotexts
+        note = "\n\nInterrupted." if processed.interrupted else ""
+        note += "".join(f"\n\nWarning: {w}" for w in processed.warnings)
+        state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
+        return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
+
+    inputs = [mode, init_image, inpaint_mask, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
+              batch_size, cfg_scale, seed, strength, resize_mode, mask_blur, mask_mode, masked_content,
+              inpaint_area, padding, sketch, inpaint, inpaint_sketch, inpaint_image, mask_alpha, size_mode, scale,
+              subseed, subseed_strength, resize_w, resize_h]
+    if checkpoint is not None:
+        inputs.append(checkpoint)
+    generate.click(img2img, inputs=inputs, outputs=[gallery, info, last], api_name="img2img")
+    interrupt.click(manager.interrupt, api_name=False, queue=False)
+
+    # Sub-tab selection → the mode radio; the mode → which controls show.
+    for name, tab in ((IMG2IMG, tab_img2img), (SKETCH, tab_sketch), (INPAINT, tab_inpaint),
+                      (INPAINT_SKETCH, tab_inpaint_sketch), (INPAINT_UPLOAD, tab_inpaint_upload)):
+        tab.select(lambda name=name: name, outputs=mode, queue=False, api_name=False, show_progress="hidden")
+    for name, tab in zip(SIZE_MODES, (tab_resize_to, tab_resize_by)):
+        tab.select(lambda name=name: name, outputs=size_mode, queue=False, api_name=False, show_progress="hidden")
+
+    def show_for_mode(mode, sizes, scale):
+        name = mode_name(mode)
+        return (gr.update(visible=name in INPAINT_MODES), gr.update(visible=name == INPAINT_SKETCH),
+                resize_label(sizes.get(name), scale))
+
+    mode.change(show_for_mode, inputs=[mode, sizes, scale], outputs=[inpaint_controls, mask_alpha, scale_note],
+                queue=False, api_name=False, show_progress="hidden")
+
+    # "Resize by" note: remember each sub-tab's image size when an image arrives (editors: on upload, so a
+    # stroke does not send the whole canvas to the server).
+    def remember(name, getter):
+        def fn(sizes, mode, scale, value):
+            image = getter(value)
+            sizes = {**sizes, name: image.size} if image is not None else {
+                k: v for k, v in sizes.items() if k != name}
+            return sizes, resize_label(sizes.get(mode_name(mode)), scale)
+        return fn
+
+    def background(value):
+        image = _pil((value or {}).get("background"))
+        return image if image is not None else editor_composite(value)
+
+    for name, component, getter, events in (
+            (IMG2IMG, init_image, _pil, ("change",)), (INPAINT_UPLOAD, inpaint_image, _pil, ("change",)),
+            (SKETCH, sketch, background, ("upload", "clear")), (INPAINT, inpaint, background, ("upload", "clear")),
+            (INPAINT_SKETCH, inpaint_sketch, background, ("upload", "clear"))):
+        for event in events:
+            getattr(component, event)(remember(name, getter), inputs=[sizes, mode, scale, component],
+                                      outputs=[sizes, scale_note], queue=False, api_name=False,
+                                      show_progress="hidden")
+    scale.change(lambda sizes, mode, s: resize_label(sizes.get(mode_name(mode)), s), inputs=[sizes, mode, scale],
+                 outputs=scale_note, queue=False, api_name=False, show_progress="hidden")
+
+    def count_tokens(text, steps):
+        used, target = manager.token_count(text or "", steps)
+        return f"{used}/{target}"
+
+    for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
+        box.change(count_tokens, inputs=[box, steps], outputs=counter, queue=False, show_progress="hidden",
+                   api_name=False)
+
+    def show_info(state, evt: gr.SelectData):
+        texts = state["infotexts"]
+        return texts[evt.index] if 0 <= evt.index < len(texts) else ""
+
+    gallery.select(show_info, inputs=last, outputs=info, api_name=False)
+    random_seed.click(lambda: -1, outputs=seed, queue=False, api_name=False)
+    random_subseed.click(lambda: -1, outputs=subseed, queue=False, api_name=False)
+    reuse_seed.click(lambda state, current: state["seeds"][0] if state["seeds"] else current,
+                     inputs=[last, seed], outputs=seed, queue=False, api_name=False)
+
+    return Img2ImgTab(
+        tabs=tabs, tab_ids=dict(TAB_IDS), mode=mode, init_image=init_image, sketch=sketch, inpaint=inpaint,
+        inpaint_sketch=inpaint_sketch, inpaint_image=inpaint_image, inpaint_mask=inpaint_mask, prompt=prompt,
+        negative_prompt=negative, sampler=sampler, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, seed=seed,
+        width=width, height=height, denoising_strength=strength, gallery=gallery, info=info,
+        extra={"resize_mode": resize_mode, "scale": scale, "size_mode": size_mode, "mask_blur": mask_blur,
+               "mask_mode": mask_mode, "masked_content": masked_content, "inpaint_area": inpaint_area,
+               "padding": padding, "mask_alpha": mask_alpha, "subseed": subseed, "subseed_strength": subseed_strength,
+               "generate": generate})
