@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..engine.manager import PipelineManager
-from . import img2img, settings, txt2img
+from . import img2img, send_to, settings, txt2img
 from .common import user_errors_as_gradio
 
 NO_CHECKPOINT_HELP = (
@@ -80,13 +80,14 @@ def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
 def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="Gouache", analytics_enabled=False) as demo:
         ckpt = build_checkpoint_bar(manager, checkpoint)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                txt2img.build_tab(manager, Path(outdir), ckpt)
+                results = txt2img.build_tab(manager, Path(outdir), ckpt)
             with gr.Tab("img2img", id="img2img"):
-                img2img.build(manager, Path(outdir), ckpt)
+                img2img_tab = img2img.build(manager, Path(outdir), ckpt)
             with gr.Tab("Settings", id="settings"):
                 settings.build_tab(manager)
+        send_to.wire(tabs, results, img2img_tab, Path(outdir))
     return demo
 
 

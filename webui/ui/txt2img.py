@@ -25,7 +25,9 @@ def embeddings_markdown(manager: PipelineManager) -> str:
     return "\n".join(lines)
 
 
-def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
+def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -> dict:
+    """Returns what "Send to" needs: {"path", "infotext" (hidden textboxes of the selected result), "img2img",
+    "inpaint" (the buttons)}."""
     d = GenerationParams()
     with gr.Row():
         with gr.Column(scale=3):
@@ -72,8 +74,14 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
                 refresh_embeddings = gr.Button("Refresh embeddings")
         with gr.Column():
             gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto")
+            with gr.Row():
+                send_img2img = gr.Button("Send to img2img", size="sm")
+                send_inpaint = gr.Button("Send to inpaint", size="sm")
             info = gr.Textbox(label="Generation info", lines=4, interactive=False)
-            last = gr.State({"infotexts": [], "seeds": []})
+            last = gr.State({"infotexts": [], "seeds": [], "paths": []})
+            # the selected result, for "Send to": hidden, so the API can send any saved result too
+            selected_path = gr.Textbox(visible=False)
+            selected_info = gr.Textbox(visible=False)
 
     @user_errors_as_gradio
     def txt2img(checkpoint, prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter,
@@ -90,8 +98,9 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
         texts = processed.infotexts
         note = "\n\nInterrupted." if processed.interrupted else ""
         note += "".join(f"\n\nWarning: {w}" for w in processed.warnings)
-        state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
-        return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
+        paths = [str(p) for p in processed.paths]
+        state = {"infotexts": texts, "seeds": [p.seed for p in processed.params], "paths": paths}
+        return paths, (texts[0] if texts else "") + note, state
 
     def count_tokens(text, steps):
         used, target = manager.token_count(text or "", steps)
@@ -107,15 +116,20 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown):
     refresh_embeddings.click(reload_embeddings, outputs=embeddings, api_name="refresh_embeddings")
 
     def show_info(state, evt: gr.SelectData):
-        texts = state["infotexts"]
-        return texts[evt.index] if 0 <= evt.index < len(texts) else ""
+        texts, paths = state["infotexts"], state.get("paths", [])
+        if not 0 <= evt.index < len(texts):
+            return "", "", ""
+        return texts[evt.index], paths[evt.index] if evt.index < len(paths) else "", texts[evt.index]
 
     generate.click(txt2img, inputs=[checkpoint, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
                                     batch_size, cfg_scale, seed, subseed, subseed_strength, resize_w, resize_h],
-                   outputs=[gallery, info, last], api_name="txt2img")
+                   outputs=[gallery, info, last], api_name="txt2img").then(
+        lambda state: (state["paths"][0], state["infotexts"][0]) if state.get("paths") else ("", ""),
+        inputs=last, outputs=[selected_path, selected_info], api_name=False)
     interrupt.click(manager.interrupt, api_name="interrupt", queue=False)
-    gallery.select(show_info, inputs=last, outputs=info)
+    gallery.select(show_info, inputs=last, outputs=[info, selected_path, selected_info])
     random_seed.click(lambda: -1, outputs=seed, queue=False, api_name=False)
     random_subseed.click(lambda: -1, outputs=subseed, queue=False, api_name=False)
     reuse_seed.click(lambda state, current: state["seeds"][0] if state["seeds"] else current,
                      inputs=[last, seed], outputs=seed, queue=False, api_name=False)
+    return {"path": selected_path, "infotext": selected_info, "img2img": send_img2img, "inpaint": send_inpaint}
