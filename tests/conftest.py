@@ -1,5 +1,6 @@
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,23 @@ def small(**kw):
     defaults = dict(prompt="a cat", negative_prompt="ugly", steps=6, width=64, height=64, seed=1234)
     defaults.update(kw)
     return GenerationParams(**defaults)
+
+
+@pytest.fixture
+def launched(manager, data_dir):
+    """(demo, url): the whole app served on a free port, outputs in data_dir/outputs."""
+    from webui.ui.app import build_app
+
+    demo = build_app(manager, data_dir / "outputs", "tiny.safetensors")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        allowed_paths=[str(data_dir / "outputs")])
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture
+def served(launched) -> str:
+    return launched[1]

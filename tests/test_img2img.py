@@ -1,5 +1,4 @@
 """img2img and inpainting through the manager: what a user sees in the pixels and the infotext."""
-import shutil
 
 import numpy as np
 import pytest

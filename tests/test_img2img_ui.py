@@ -1,6 +1,5 @@
 """The img2img tab: the editor value → (init image, mask) conversion, and the `/img2img` endpoint driven over
 HTTP with gradio_client (the tiny model, 64×64, few steps)."""
-import socket
 
 import numpy as np
 import pytest
@@ -17,21 +16,6 @@ from webui.ui.img2img import (
     mode_name,
     resize_label,
 )
-
-
-@pytest.fixture
-def served(manager, data_dir):
-    """The app launched as in test_ui.py."""
-    from webui.ui.app import build_app
-
-    demo = build_app(manager, data_dir / "outputs", "tiny.safetensors")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data_dir / "outputs")])
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
 
 
 def noise(size=(64, 64), seed=0, mode="RGB") -> Image.Image:

@@ -13,6 +13,7 @@ from webui.engine.lora import (
     named_modules,
     parse_lora,
 )
+from test_lora import assert_identical, snapshot
 from webui.engine.tiny import tiny_modules
 
 R, ALPHA = 4, 3.0
@@ -53,19 +54,6 @@ def components(family="sd1", inpainting=False):
 @pytest.fixture
 def sd1():
     return components("sd1")
-
-
-def snapshot(mods):
-    return {k: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
-            for k, m in mods.items()}
-
-
-def assert_identical(mods, snap):
-    for k, m in mods.items():
-        w, b = snap[k]
-        assert torch.equal(m.weight, w), k
-        if b is not None:
-            assert torch.equal(m.bias, b), k
 
 
 def mult_of(target):

@@ -262,3 +262,43 @@ def test_lowvram_offload_patches_the_offloaded_weights(data_dir, manager, style)
 def test_tag_forms(tag, expected):
     got = lora_requests(extract_extra_networks(tag)[1])
     assert [(r.name, r.te, r.unet) for r in got] == expected
+
+
+def test_sdxl_kohya_lora_end_to_end(data_dir, lora_dir):
+    """An SDXL kohya file (LDM-style UNet names, lora_te1_/lora_te2_) changes the image and comes off exactly;
+    an SD1 LoRA on it is refused with the model untouched."""
+    from webui.engine.manager import PipelineManager
+    from webui.engine.tiny import make_tiny_checkpoint
+
+    ckpt_dir = data_dir / "models" / "Stable-diffusion"
+    make_tiny_checkpoint(ckpt_dir / "xl.safetensors", seed=3, family="sdxl")
+    m = PipelineManager(ckpt_dir, data_dir, device="cpu")
+    m.load("xl")
+    comps = _components(m.current)
+    mods = named_modules(comps)
+    g = torch.Generator().manual_seed(11)
+    sd = {}
+    for key, target in build_key_map(comps).items():
+        if not key.startswith(("lora_unet_input_blocks", "lora_unet_middle_block", "lora_unet_output_blocks",
+                               "lora_te1_text_model", "lora_te2_text_model")):
+            continue
+        module = mods[target]
+        if isinstance(module, torch.nn.Linear):
+            out, inp = module.weight.shape
+            sd[key + ".lora_down.weight"] = torch.randn(RANK, inp, generator=g)
+            sd[key + ".lora_up.weight"] = torch.randn(out, RANK, generator=g)
+    assert any(k.startswith("lora_te2_") for k in sd) and any(k.startswith("lora_unet_middle") for k in sd)
+    write(lora_dir, "xl_style", sd)
+    before = {k: v.clone() for k, v in m.current.components.text_encoder_2.state_dict().items()}
+    base = pixels(m.txt2img(small(model="xl"), None))
+    styled = m.txt2img(small(model="xl", prompt="a cat <lora:xl_style:0.5>"), None)
+    assert not np.array_equal(pixels(styled), base)
+    assert "Lora hashes" in styled.infotexts[0]
+    assert np.array_equal(pixels(m.txt2img(small(model="xl"), None)), base)
+    after = m.current.components.text_encoder_2.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    write(lora_dir, "sd1", {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.ones(32, 2),
+                            "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": torch.ones(2, 32)})
+    with pytest.raises(LoraError, match="none of its 2 keys matched"):
+        m.txt2img(small(model="xl", prompt="<lora:sd1:1>"), None)
+    assert np.array_equal(pixels(m.txt2img(small(model="xl"), None)), base)

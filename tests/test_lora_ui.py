@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import socket
 import time
 
 import httpx
@@ -82,22 +81,9 @@ def manager(data_dir):
     return PipelineManager(data_dir / "models" / "Stable-diffusion", data_dir, device="cpu")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def app(manager, data_dir, lora_dir):
-    from webui.ui.app import build_app
-
-    demo = build_app(manager, data_dir / "outputs")
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data_dir / "outputs")])
-    yield demo, f"http://127.0.0.1:{port}/"
-    demo.close()
+def app(lora_dir, launched):  # the LoRA files first, then the app
+    return launched
 
 
 @pytest.fixture

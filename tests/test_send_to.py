@@ -1,5 +1,4 @@
 """Send to img2img / inpaint: a txt2img result's image and parameters land in the img2img tab."""
-import socket
 
 import numpy as np
 import pytest
@@ -10,17 +9,8 @@ from webui.ui.send_to import fields_from_infotext, open_result
 
 
 @pytest.fixture
-def served(manager, data_dir):
-    from webui.ui.app import build_app
-
-    demo = build_app(manager, data_dir / "outputs", "tiny.safetensors")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data_dir / "outputs")])
-    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    demo.close()
+def client(served):
+    return Client(served, verbose=False)
 
 
 def test_fields_from_infotext():
@@ -45,14 +35,14 @@ def test_open_result_only_from_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["img2img", "inpaint"])
-def test_send_txt2img_result_to_img2img(served, data_dir, kind):
-    gallery, info = served.predict(
+def test_send_txt2img_result_to_img2img(client, data_dir, kind):
+    gallery, info = client.predict(
         checkpoint="tiny.safetensors", prompt="a red ball", negative_prompt="dull", sampler_name="Euler a",
         scheduler="Automatic", steps=3, width=64, height=64, n_iter=1, batch_size=1, cfg_scale=6, seed=42,
         api_name="/txt2img")
     path = gallery[0]["image"]
     saved = sorted((data_dir / "outputs" / "txt2img-images").rglob("*.png"))[-1]
-    out = served.predict(str(saved), info, api_name=f"/send_to_{kind}")
+    out = client.predict(str(saved), info, api_name=f"/send_to_{kind}")
     # [top tabs, sub-tabs, mode, prompt, negative, sampler, scheduler, steps, cfg, seed, width, height, image]
     mode, prompt, negative, sampler, scheduler, steps, cfg, seed, width, height, image = out[-11:]
     assert mode == ("img2img" if kind == "img2img" else "Inpaint")

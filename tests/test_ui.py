@@ -1,29 +1,10 @@
 """The gradio app, driven over HTTP the way the browser (and gradio_client) drives it."""
-import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from webui.engine.infotext import parse_infotext
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def served(manager, data_dir):
-    from webui.ui.app import build_app
-
-    demo = build_app(manager, data_dir / "outputs", "tiny.safetensors")
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data_dir / "outputs")])
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
 
 
 def test_txt2img_over_gradio_client_returns_png_with_intact_metadata(served, data_dir):

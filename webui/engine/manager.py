@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from . import architecture, attention, images, processing
-from .vae import NONE as VAE_NONE
 from .vae import VAEInfo, list_vaes, load_vae, resolve_vae
 from .checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state_dict, resolve_checkpoint, short_hash
 from .errors import UserError
@@ -332,7 +331,7 @@ class PipelineManager:
                 vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
                 extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
             control = processing.JobControl(on_progress, self._interrupt.is_set)
-            result = processing.txt2img(model.components, model.denoiser, request, self.settings, control,
+            result = processing.generate(model.components, model.denoiser, request, self.settings, control,
                                          model.encoder, device=self.device, init=init)
         processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks,
                               warnings=warnings + loras.warnings)

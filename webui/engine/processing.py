@@ -1,4 +1,5 @@
-"""Generation jobs: noise per image seed → sampler over the CFG denoiser → VAE decode → PIL images."""
+"""Generation jobs: noise per image seed (or an img2img init latent) → sampler over the CFG denoiser → VAE decode
+→ PIL images."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ class GeneratedImage:
 
 
 @dataclass
-class Txt2ImgResult:
+class JobResult:
     images: list[GeneratedImage] = field(default_factory=list)
     interrupted: bool = False
     extra_networks: list = field(default_factory=list)  # <kind:args> tags found in the prompts
@@ -138,9 +139,9 @@ COMPUTED_EXTRA = ("TI hashes", "Pad conds", "Discard penultimate sigma", "Beta s
 
 
 @torch.no_grad()
-def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
-            control: JobControl | None = None, encoder: PromptEncoder | None = None,
-            device: torch.device | None = None, init: InitLatents | None = None) -> Txt2ImgResult:
+def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
+             control: JobControl | None = None, encoder: PromptEncoder | None = None,
+             device: torch.device | None = None, init: InitLatents | None = None) -> JobResult:
     """`device`: where sampling runs; by default the UNet's (with --medvram the UNet waits on the CPU).
     `init`: start from an encoded image instead of pure noise (img2img.py builds it)."""
     params.validate()
@@ -170,7 +171,7 @@ def txt2img(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams,
         base = base.replace(**init.record)
     varied = params.subseed_strength != 0
     resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
-    result = Txt2ImgResult(extra_networks=prompt_info.extra_networks)
+    result = JobResult(extra_networks=prompt_info.extra_networks)
     for n in range(params.n_iter):
         batch = slice(n * params.batch_size, (n + 1) * params.batch_size)
         rng = ImageRNG(latent_shape, seeds[batch], subseeds[batch], params.subseed_strength,

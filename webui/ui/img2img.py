@@ -19,7 +19,7 @@ from ..engine.img_ops import RESIZE_MODES, flatten, scale_to_size
 from ..engine.manager import PipelineManager
 from ..engine.masks import mask_to_l
 from ..engine.params import MASKED_CONTENT, GenerationParams
-from .common import user_errors_as_gradio
+from .common import seed_controls, user_errors_as_gradio
 
 # A1111's sub-tabs in A1111's order (the index is A1111's `mode`); "Batch" is not built.
 MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload"]
@@ -249,6 +249,7 @@ def _editor(label: str, elem_id: str, brush: gr.Brush | None = None) -> gr.Image
 
 def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None = None) -> Img2ImgTab:
     """Build the tab's contents inside the current gr.Tab."""
+    last = gr.State({"infotexts": [], "seeds": []})
     outdir = Path(outdir)
     d = GenerationParams()
     with gr.Row():
@@ -306,21 +307,8 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
                 batch_size = gr.Slider(1, limits.BATCH_SIZE_MAX, value=d.batch_size, step=1, label="Batch size")
             cfg_scale = gr.Slider(1, limits.CFG_MAX, value=d.cfg_scale, step=0.5, label="CFG Scale")
             strength = gr.Slider(0.0, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Denoising strength")
-            with gr.Row():
-                seed = gr.Number(value=d.seed, precision=0, label="Seed", scale=4)
-                random_seed = gr.Button("🎲", scale=0, min_width=40)
-                reuse_seed = gr.Button("♻️", scale=0, min_width=40)
-            with gr.Accordion("Extra", open=False):
-                with gr.Row():
-                    subseed = gr.Number(value=d.subseed, precision=0, label="Variation seed", scale=4)
-                    random_subseed = gr.Button("🎲", scale=0, min_width=40)
-                    subseed_strength = gr.Slider(0, 1, value=d.subseed_strength, step=0.01,
-                                                 label="Variation strength", scale=4)
-                with gr.Row():
-                    resize_w = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
-                                         label="Resize seed from width")
-                    resize_h = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
-                                         label="Resize seed from height")
+            seeds = seed_controls(last)
+            seed = seeds.seed
             with gr.Column(visible=False) as inpaint_controls:
                 mask_blur = gr.Slider(0, limits.MASK_BLUR_MAX, value=DEFAULT_MASK_BLUR, step=1, label="Mask blur")
                 mask_mode = gr.Radio(MASK_MODES, value=MASK_MODES[0], label="Mask mode")
@@ -333,7 +321,6 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
             gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto",
                                  elem_id="img2img_gallery")
             info = gr.Textbox(label="Generation info", lines=4, interactive=False)
-            last = gr.State({"infotexts": [], "seeds": []})
             sizes = gr.State({})  # mode → (w, h) of its image, for the "Resize by" note
 
     @user_errors_as_gradio
@@ -376,7 +363,7 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
     inputs = [mode, init_image, inpaint_mask, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
               batch_size, cfg_scale, seed, strength, resize_mode, mask_blur, mask_mode, masked_content,
               inpaint_area, padding, sketch, inpaint, inpaint_sketch, inpaint_image, mask_alpha, size_mode, scale,
-              subseed, subseed_strength, resize_w, resize_h]
+              *seeds.inputs]
     if checkpoint is not None:
         inputs.append(checkpoint)
     generate.click(img2img, inputs=inputs, outputs=[gallery, info, last], api_name="img2img")
@@ -435,10 +422,6 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
         return texts[evt.index] if 0 <= evt.index < len(texts) else ""
 
     gallery.select(show_info, inputs=last, outputs=info, api_name=False)
-    random_seed.click(lambda: -1, outputs=seed, queue=False, api_name=False)
-    random_subseed.click(lambda: -1, outputs=subseed, queue=False, api_name=False)
-    reuse_seed.click(lambda state, current: state["seeds"][0] if state["seeds"] else current,
-                     inputs=[last, seed], outputs=seed, queue=False, api_name=False)
 
     return Img2ImgTab(
         tabs=tabs, tab_ids=dict(TAB_IDS), mode=mode, init_image=init_image, sketch=sketch, inpaint=inpaint,
@@ -447,5 +430,5 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
         width=width, height=height, denoising_strength=strength, gallery=gallery, info=info,
         extra={"resize_mode": resize_mode, "scale": scale, "size_mode": size_mode, "mask_blur": mask_blur,
                "mask_mode": mask_mode, "masked_content": masked_content, "inpaint_area": inpaint_area,
-               "padding": padding, "mask_alpha": mask_alpha, "subseed": subseed, "subseed_strength": subseed_strength,
+               "padding": padding, "mask_alpha": mask_alpha, "subseed": seeds.subseed, "subseed_strength": seeds.subseed_strength,
                "generate": generate})

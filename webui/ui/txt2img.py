@@ -10,7 +10,7 @@ from ..engine import samplers
 from ..engine.manager import PipelineManager
 from ..engine.params import GenerationParams
 from . import lora_browser
-from .common import user_errors_as_gradio
+from .common import seed_controls, user_errors_as_gradio
 
 
 def embeddings_markdown(manager: PipelineManager) -> str:
@@ -28,6 +28,7 @@ def embeddings_markdown(manager: PipelineManager) -> str:
 def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -> dict:
     """Returns what "Send to" needs: {"path", "infotext" (hidden textboxes of the selected result), "img2img",
     "inpaint" (the buttons)}."""
+    last = gr.State({"infotexts": [], "seeds": [], "paths": []})
     d = GenerationParams()
     with gr.Row():
         with gr.Column(scale=3):
@@ -54,21 +55,8 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
                 n_iter = gr.Slider(1, limits.BATCH_COUNT_MAX, value=d.n_iter, step=1, label="Batch count")
                 batch_size = gr.Slider(1, limits.BATCH_SIZE_MAX, value=d.batch_size, step=1, label="Batch size")
             cfg_scale = gr.Slider(1, limits.CFG_MAX, value=d.cfg_scale, step=0.5, label="CFG Scale")
-            with gr.Row():
-                seed = gr.Number(value=d.seed, precision=0, label="Seed", scale=4)
-                random_seed = gr.Button("🎲", scale=0, min_width=40)
-                reuse_seed = gr.Button("♻️", scale=0, min_width=40)
-            with gr.Accordion("Extra", open=False):
-                with gr.Row():
-                    subseed = gr.Number(value=d.subseed, precision=0, label="Variation seed", scale=4)
-                    random_subseed = gr.Button("🎲", scale=0, min_width=40)
-                    subseed_strength = gr.Slider(0, 1, value=d.subseed_strength, step=0.01,
-                                                 label="Variation strength", scale=4)
-                with gr.Row():
-                    resize_w = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
-                                         label="Resize seed from width")
-                    resize_h = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP,
-                                         label="Resize seed from height")
+            seeds = seed_controls(last)
+            seed = seeds.seed
             with gr.Accordion("Textual inversion", open=False):
                 embeddings = gr.Markdown(embeddings_markdown(manager))
                 refresh_embeddings = gr.Button("Refresh embeddings")
@@ -78,7 +66,6 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
                 send_img2img = gr.Button("Send to img2img", size="sm")
                 send_inpaint = gr.Button("Send to inpaint", size="sm")
             info = gr.Textbox(label="Generation info", lines=4, interactive=False)
-            last = gr.State({"infotexts": [], "seeds": [], "paths": []})
             # the selected result, for "Send to": hidden, so the API can send any saved result too
             selected_path = gr.Textbox(visible=False)
             selected_info = gr.Textbox(visible=False)
@@ -122,14 +109,10 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
         return texts[evt.index], paths[evt.index] if evt.index < len(paths) else "", texts[evt.index]
 
     generate.click(txt2img, inputs=[checkpoint, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
-                                    batch_size, cfg_scale, seed, subseed, subseed_strength, resize_w, resize_h],
+                                    batch_size, cfg_scale, seed, *seeds.inputs],
                    outputs=[gallery, info, last], api_name="txt2img").then(
         lambda state: (state["paths"][0], state["infotexts"][0]) if state.get("paths") else ("", ""),
         inputs=last, outputs=[selected_path, selected_info], api_name=False)
     interrupt.click(manager.interrupt, api_name="interrupt", queue=False)
     gallery.select(show_info, inputs=last, outputs=[info, selected_path, selected_info])
-    random_seed.click(lambda: -1, outputs=seed, queue=False, api_name=False)
-    random_subseed.click(lambda: -1, outputs=subseed, queue=False, api_name=False)
-    reuse_seed.click(lambda state, current: state["seeds"][0] if state["seeds"] else current,
-                     inputs=[last, seed], outputs=seed, queue=False, api_name=False)
     return {"path": selected_path, "infotext": selected_info, "img2img": send_img2img, "inpaint": send_inpaint}
