@@ -126,29 +126,35 @@ def _sigmas(sampler, schedule_label, params, settings, denoiser, steps, extra):
     return sigmas.cpu(), record
 
 
-def sample(plan: Plan, model, rng: ImageRNG, seeds: list[int], device) -> torch.Tensor:
-    """Initial noise → latents. `model` is the CFG denoiser (x, sigma) → denoised."""
-    x = rng.next().to(device)
-    per_image = lambda sigma, sigma_next: rng.next().to(device)  # noqa: E731
+def _run(plan: Plan, model, x: torch.Tensor, rng: ImageRNG, seeds: list[int], device, sigmas: torch.Tensor,
+         span: tuple[float, float, int]) -> torch.Tensor:
+    """A k-diffusion sampler over `sigmas` from x; DPM fast / adaptive get `span` (sigma_min, sigma_max, n)
+    instead. Step noise: one Brownian tree per image over the whole schedule, or the per-image generators."""
     kwargs = dict(plan.kwargs)
-    if plan.sampler.is_timestep_based:
-        return plan.sampler.func(model, x, plan.timesteps, plan.denoiser.alphas_cumprod, noise_sampler=per_image,
-                                 **kwargs)
-    sigmas = plan.sigmas
-    x = x * sigmas[0]
     accepts = inspect.signature(plan.sampler.func).parameters
-    if "sigma_min" in accepts:  # DPM fast / adaptive run between the model's extreme sigmas
-        kwargs["sigma_min"], kwargs["sigma_max"] = float(plan.denoiser.sigma_min), float(plan.denoiser.sigma_max)
+    if "sigma_min" in accepts:
+        kwargs["sigma_min"], kwargs["sigma_max"] = span[0], span[1]
         if "n" in accepts:
-            kwargs["n"] = plan.steps
+            kwargs["n"] = span[2]
     else:
         kwargs["sigmas"] = sigmas
     if plan.sampler.options.get("brownian_noise"):
-        positive = sigmas[sigmas > 0]
-        kwargs["noise_sampler"] = BrownianNoiseSampler(x, positive.min(), sigmas.max(), seeds)
+        positive = plan.sigmas[plan.sigmas > 0]
+        kwargs["noise_sampler"] = BrownianNoiseSampler(x, positive.min(), plan.sigmas.max(), seeds)
     else:
-        kwargs["noise_sampler"] = per_image
+        kwargs["noise_sampler"] = lambda sigma, sigma_next: rng.next().to(device)
     return plan.sampler.func(model, x, **kwargs)
+
+
+def sample(plan: Plan, model, rng: ImageRNG, seeds: list[int], device) -> torch.Tensor:
+    """Initial noise → latents. `model` is the CFG denoiser (x, sigma) → denoised."""
+    x = rng.next().to(device)
+    if plan.sampler.is_timestep_based:
+        return plan.sampler.func(model, x, plan.timesteps, plan.denoiser.alphas_cumprod,
+                                 noise_sampler=lambda sigma, sigma_next: rng.next().to(device), **plan.kwargs)
+    # DPM fast / adaptive run between the model's extreme sigmas
+    span = (float(plan.denoiser.sigma_min), float(plan.denoiser.sigma_max), plan.steps)
+    return _run(plan, model, x * plan.sigmas[0], rng, seeds, device, plan.sigmas, span)
 
 
 def img2img_steps(steps: int, strength: float, fix_steps: bool = False) -> tuple[int, int]:
@@ -168,27 +174,13 @@ def sample_img2img(plan: Plan, model, rng: ImageRNG, seeds: list[int], device, i
     samplers timesteps[:t_enc] with the latent noised to timesteps[t_enc]."""
     noise = rng.next().to(device) * noise_multiplier
     x0 = init_latent.to(device)
-    kwargs = dict(plan.kwargs)
     if plan.sampler.is_timestep_based:
         ac = plan.denoiser.alphas_cumprod.detach().to("cpu", torch.float32)
         t_start = int(plan.timesteps[min(t_enc, len(plan.timesteps) - 1)])
         xi = x0 * ac[t_start].sqrt().item() + noise * (1 - ac[t_start]).sqrt().item()
-        per_image = lambda sigma, sigma_next: rng.next().to(device)  # noqa: E731
         return plan.sampler.func(model, xi, plan.timesteps[:t_enc], plan.denoiser.alphas_cumprod,
-                                 noise_sampler=per_image, **kwargs)
-    sigmas = plan.sigmas
-    sched = sigmas[-(t_enc + 2):]  # = sigmas[steps - t_enc - 1:]
-    xi = x0 + noise * sched[0]
-    accepts = inspect.signature(plan.sampler.func).parameters
-    if "sigma_min" in accepts:  # DPM fast / adaptive: the last sigma is 0, which they cannot take
-        kwargs["sigma_min"], kwargs["sigma_max"] = float(sched[-2]), float(sched[0])
-        if "n" in accepts:
-            kwargs["n"] = len(sched) - 1
-    else:
-        kwargs["sigmas"] = sched
-    if plan.sampler.options.get("brownian_noise"):
-        positive = sigmas[sigmas > 0]
-        kwargs["noise_sampler"] = BrownianNoiseSampler(xi, positive.min(), sigmas.max(), seeds)
-    else:
-        kwargs["noise_sampler"] = lambda sigma, sigma_next: rng.next().to(device)
-    return plan.sampler.func(model, xi, **kwargs)
+                                 noise_sampler=lambda sigma, sigma_next: rng.next().to(device), **plan.kwargs)
+    sched = plan.sigmas[-(t_enc + 2):]  # = sigmas[steps - t_enc - 1:]
+    # DPM fast / adaptive: the last sigma is 0, which they cannot take
+    span = (float(sched[-2]), float(sched[0]), len(sched) - 1)
+    return _run(plan, model, x0 + noise * sched[0], rng, seeds, device, sched, span)
