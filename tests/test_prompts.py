@@ -108,11 +108,11 @@ def test_long_prompt_and_short_negative_share_one_batch(manager):
 
 
 def test_extra_network_tags_are_stripped_before_encoding_but_kept_in_infotext(manager):
-    tagged = manager.txt2img(small(prompt="a cat <lora:foo:0.8>", steps=3), None)
+    tagged = manager.txt2img(small(prompt="a cat <hypernet:foo:0.8>", steps=3), None)
     plain = manager.txt2img(small(prompt="a cat", steps=3), None)
     assert np.array_equal(pixels(tagged.images[0]), pixels(plain.images[0]))
-    assert tagged.infotexts[0].startswith("a cat <lora:foo:0.8>\n")
-    assert [(t.kind, t.args) for t in tagged.extra_networks] == [("lora", ("foo", "0.8"))]
+    assert tagged.infotexts[0].startswith("a cat <hypernet:foo:0.8>\n")
+    assert [(t.kind, t.args) for t in tagged.extra_networks] == [("hypernet", ("foo", "0.8"))]
 
 
 def test_clip_skip_and_emphasis_in_infotext(manager):
