@@ -98,3 +98,13 @@ def test_embeddings_are_listed_with_skipped_ones(served, manager, data_dir):
     listing = Client(served, verbose=False).predict(api_name="/refresh_embeddings")
     assert "**glow** (3 vectors)" in listing and "~~sd15-only~~ skipped" in listing
     assert manager.token_count("a glow cat", 20) == (5, 75)
+
+
+def test_warnings_show_under_the_generation_info(served):
+    from gradio_client import Client
+
+    client = Client(served, verbose=False)
+    _, info = client.predict("tiny.safetensors", "a cat <lora:not_here:1>", "", "Euler", "Automatic", 2, 64, 64,
+                             1, 1, 7, 1, api_name="/txt2img")
+    assert info.startswith("a cat <lora:not_here:1>\nSteps: 2")
+    assert "\n\nWarning: LoRA not found: 'not_here'" in info and info.endswith("generated without it")

@@ -107,11 +107,17 @@ class ModelLoras:
         return parsed
 
     def activate(self, library: LoraLibrary, requests: list[LoraRequest], cache_limit: int) -> Activation:
-        """Merge exactly `requests` (restoring whatever else was merged). On any error nothing changes."""
+        """Merge exactly `requests` (restoring whatever else was merged). A name with no file is skipped with a
+        warning; an unreadable or unfit file raises LoraError and nothing changes."""
         result = Activation()
         wanted, hashes = [], []
         for request in requests:
-            info = library.find(request.name)
+            try:
+                info = library.find(request.name)
+            except LoraError as e:  # as A1111 ("Networks not found"): a pasted prompt still generates
+                result.warnings.append(f"{e}: generated without it")
+                log.warning(result.warnings[-1])
+                continue
             parsed = self.parsed(info)
             if parsed.unmatched:
                 n = len(parsed.unmatched)
