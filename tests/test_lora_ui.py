@@ -102,14 +102,14 @@ def cards(html):
 # ---------------------------------------------------------------- listing
 
 
-def test_accordion_is_under_the_txt2img_prompt_and_closed(app):
+def test_accordion_is_under_the_txt2img_and_img2img_prompts_and_closed(app):
     import gradio as gr
 
     demo, _ = app
     accordions = [b for b in demo.blocks.values() if isinstance(b, gr.Accordion) and b.label == "LoRA"]
-    assert len(accordions) == 1 and accordions[0].open is False
+    assert len(accordions) == 2 and all(a.open is False for a in accordions)
     html = [b for b in demo.blocks.values() if isinstance(b, gr.HTML) and b.js_on_load == JS]
-    assert len(html) == 1 and html[0].value == ""  # nothing scanned until the accordion is opened
+    assert len(html) == 2 and all(h.value == "" for h in html)  # nothing scanned until the accordion is opened
 
 
 def test_listing_shows_names_aliases_folders_and_lazy_thumbnails_only_with_a_preview(client, app):

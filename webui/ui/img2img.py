@@ -19,6 +19,7 @@ from ..engine.img_ops import RESIZE_MODES, flatten, scale_to_size
 from ..engine.manager import PipelineManager
 from ..engine.masks import mask_to_l
 from ..engine.params import MASKED_CONTENT, GenerationParams
+from . import lora_browser
 from .common import seed_controls, user_errors_as_gradio
 
 # A1111's sub-tabs in A1111's order (the index is A1111's `mode`); "Batch" is not built.
@@ -259,6 +260,7 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
             negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt",
                                   elem_id="img2img_neg_prompt")
             negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            lora_browser.build(manager, prompt, api=False)
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate")
             interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt")

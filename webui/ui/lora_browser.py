@@ -286,9 +286,10 @@ def card_clicked(prompt: str, evt: gr.EventData) -> str:
     return toggle_lora_tag(prompt, name) if name else prompt
 
 
-def build(manager: PipelineManager, prompt: gr.Textbox) -> gr.Accordion:
+def build(manager: PipelineManager, prompt: gr.Textbox, api: bool = True) -> gr.Accordion:
     """The LoRA accordion; clicks edit `prompt`. The listing is built when the accordion is opened (nothing is
-    scanned at start-up or on page load while it stays closed)."""
+    scanned at start-up or on page load while it stays closed). api=False for a second copy (another tab):
+    the API endpoints exist once."""
     library = manager.loras
     with gr.Accordion("LoRA", open=False) as accordion:
         with gr.Row():
@@ -331,14 +332,15 @@ def build(manager: PipelineManager, prompt: gr.Textbox) -> gr.Accordion:
 
     hidden = {"show_progress": "hidden"}
     accordion.expand(do_open, inputs=search, outputs=[cards, chosen], api_name=False, queue=False, **hidden)
-    search.change(do_list, inputs=search, outputs=cards, api_name="lora_list", queue=False,
+    search.change(do_list, inputs=search, outputs=cards, api_name="lora_list" if api else False, queue=False,
                   trigger_mode="always_last", **hidden)
     refresh.click(do_refresh_ui, inputs=search, outputs=[cards, chosen], api_name=False)
     # API-only twins of the Refresh button (the listing alone) and of a card click (prompt, name → prompt)
-    gr.api(do_refresh, api_name="lora_refresh")
-    gr.api(lora_toggle, api_name="lora_toggle")
+    if api:
+        gr.api(do_refresh, api_name="lora_refresh")
+        gr.api(lora_toggle, api_name="lora_toggle")
     cards.lora_insert(card_clicked, inputs=prompt, outputs=prompt, api_name=False, queue=False, **hidden)
     cards.lora_info(do_info, outputs=[chosen, meta], api_name=False, queue=False, **hidden)
-    show.click(do_metadata, inputs=chosen, outputs=meta, api_name="lora_metadata")
+    show.click(do_metadata, inputs=chosen, outputs=meta, api_name="lora_metadata" if api else False)
     chosen.select(do_metadata, inputs=chosen, outputs=meta, api_name=False, **hidden)
     return accordion
