@@ -49,6 +49,8 @@ def test_each_family_is_detected_and_generates(fam_manager, name, kwargs, family
         again = fam_manager.txt2img(small(steps=3, sampler_name=sampler, width=64, height=64), None)
         assert np.array_equal(pixels(again), pixels(processed))
     assert f"Model: {name[:-len('.safetensors')]}" in processed.infotexts[0]
+    # A1111 writes the conditioning strength for every job on a 9-channel model
+    assert ("Conditional mask weight: 1," in processed.infotexts[0]) == inpainting
 
 
 def test_v_and_epsilon_readings_of_a_model_differ(fam_manager):

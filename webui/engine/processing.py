@@ -169,6 +169,8 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
     base.extra.update(plan.extra)
     if init is not None:
         base = base.replace(**init.record)
+    elif components.arch.inpainting:  # A1111 records the setting whenever a 9-channel model is conditioned
+        base = base.replace(inpainting_mask_weight=settings.inpainting_mask_weight)
     varied = params.subseed_strength != 0
     resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
     result = JobResult(extra_networks=prompt_info.extra_networks)
