@@ -98,9 +98,7 @@ class LoraPatcher:
     def _merge(self, target: str, module: nn.Module, items: list) -> None:
         weight, bias = _live(module, "weight"), _live(module, "bias")
         if target not in self._backups:
-            self._backups[target] = (
-                module, weight.detach().to(self.backup_device, copy=True),
-                None if bias is None else bias.detach().to(self.backup_device, copy=True))
+            self._backups[target] = (module, self._backup(weight), None if bias is None else self._backup(bias))
         _, w0, b0 = self._backups[target]
         carries_delta = target in self._patched
         self._patched.add(target)  # from here on a failure must put this module back
@@ -130,6 +128,12 @@ class LoraPatcher:
             weight.copy_(w.to(weight.dtype))
         if bias is not None:
             bias.copy_(b.to(bias.dtype))
+
+    def _backup(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A copy on backup_device; pinned when it backs up a GPU tensor, so restoring is a fast DMA."""
+        pin = tensor.device.type == "cuda" and self.backup_device.type == "cpu"
+        copy = torch.empty(tensor.shape, dtype=tensor.dtype, device=self.backup_device, pin_memory=pin)
+        return copy.copy_(tensor.detach())
 
     def _put_back(self, target: str) -> None:
         module, weight, bias = self._backups[target]
