@@ -55,6 +55,8 @@ def test_img2img_same_seed_same_image_and_strength_controls_change(manager, init
     ("DPM++ 2M", 10, 1.0, 10),  # strength is capped at 0.999: t_enc = 9 → 10 steps
     ("DDIM", 10, 0.3, 2),      # timestep samplers: timesteps[:t_enc], len − 1 model steps
     ("DDIM", 20, 0.75, 14),
+    ("PLMS", 10, 0.5, 5),      # len(timesteps[:t_enc]) calls (its first step takes two)
+    ("UniPC", 10, 0.5, 5),
 ])
 def test_strength_sets_the_number_of_steps(manager, init, sampler, steps, strength, calls):
     seen = []
@@ -63,6 +65,20 @@ def test_strength_sets_the_number_of_steps(manager, init, sampler, steps, streng
     # on_progress is called before each model evaluation and once at the end
     assert len(seen) - 1 == calls
     assert seen[-1] == (calls, calls)
+
+
+def test_unipc_img2img_starts_at_the_init_noise_level(manager, init, monkeypatch):
+    from webui.engine.samplers import timesteps
+
+    starts = []
+    solve = timesteps._UniPC.sample
+    monkeypatch.setattr(timesteps._UniPC, "sample",
+                        lambda self, x, steps, t_start, *a: starts.append(float(t_start)) or solve(self, x, steps,
+                                                                                                   t_start, *a))
+    manager.img2img(small(sampler_name="UniPC", steps=10, denoising_strength=0.5), init)
+    manager.txt2img(small(sampler_name="UniPC", steps=10), None)
+    # img2img: timesteps[:5] of [1, 101, …, 901] ends at 401 → t = 401/1000 + 1/1000; txt2img from t = 1
+    assert starts == [pytest.approx(0.402), 1.0]
 
 
 def test_fix_steps_setting_runs_exactly_the_slider_steps(manager, init):

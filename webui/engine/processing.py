@@ -119,8 +119,12 @@ class InitLatents:
     finish: Callable[[Image.Image], Image.Image] = staticmethod(lambda image: image)  # composite onto the original
     record: dict = field(default_factory=dict)  # request fields as they took effect, for the infotext
 
-    def model_calls(self, timestep_based: bool) -> int:
-        return max(self.t_enc - 1, 0) if timestep_based else self.t_enc + 1
+    def model_calls(self, sampler) -> int:
+        """Sampler steps from this start: k-diffusion t_enc + 1; DDIM len(timesteps[:t_enc]) − 1; PLMS and UniPC
+        len(timesteps[:t_enc])."""
+        if not sampler.is_timestep_based:
+            return self.t_enc + 1
+        return max(self.t_enc - (1 if sampler.funcname == "sample_ddim" else 0), 0)
 
     def start_latent(self, n: int, rng_for_fill) -> torch.Tensor:
         """The batch's init latent; "latent noise" fills the masked part with the batch's seed noise
@@ -157,7 +161,7 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
                                                    clip_skip, emphasis)
 
     time_ids, concat = _model_extras(components, params, device, init)
-    model_steps = init.model_calls(plan.sampler.is_timestep_based) if init else params.steps
+    model_steps = init.model_calls(plan.sampler) if init else params.steps
     progress = _Progress(control, model_steps * plan.model_calls_per_step * params.n_iter)
     count = params.batch_size * params.n_iter
     seeds, subseeds = job_seeds(params, count)

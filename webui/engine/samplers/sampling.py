@@ -178,8 +178,11 @@ def sample_img2img(plan: Plan, model, rng: ImageRNG, seeds: list[int], device, i
         ac = plan.denoiser.alphas_cumprod.detach().to("cpu", torch.float32)
         t_start = int(plan.timesteps[min(t_enc, len(plan.timesteps) - 1)])
         xi = x0 * ac[t_start].sqrt().item() + noise * (1 - ac[t_start]).sqrt().item()
+        kwargs = dict(plan.kwargs)
+        if "is_img2img" in inspect.signature(plan.sampler.func).parameters:
+            kwargs["is_img2img"] = True  # UniPC starts at the last given timestep, not at t = 1 (A1111)
         return plan.sampler.func(model, xi, plan.timesteps[:t_enc], plan.denoiser.alphas_cumprod,
-                                 noise_sampler=lambda sigma, sigma_next: rng.next().to(device), **plan.kwargs)
+                                 noise_sampler=lambda sigma, sigma_next: rng.next().to(device), **kwargs)
     sched = plan.sigmas[-(t_enc + 2):]  # = sigmas[steps - t_enc - 1:]
     # DPM fast / adaptive: the last sigma is 0, which they cannot take
     span = (float(sched[-2]), float(sched[0]), len(sched) - 1)
