@@ -104,9 +104,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path, start: int = 0) -> str:
+    """sha256 of a file's bytes from `start` on, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
+        f.seek(start)
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
@@ -142,7 +144,7 @@ class HashCache:
         path = Path(path).resolve()
         if path.is_dir():  # a diffusers folder: its UNet weights identify it
             path = min(path.glob("unet/*.safetensors"), default=path / "model_index.json")
-        return self.digest(path, "sha256", _file_sha256)
+        return self.digest(path, "sha256", file_sha256)
 
     def digest(self, path: Path, kind: str, compute) -> str:
         """compute(path) → hex digest, cached under `kind` beside the file's other digests."""

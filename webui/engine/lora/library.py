@@ -6,14 +6,13 @@ the folder ("style/ink"). The listing reads only each safetensors header, so hun
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoints import HashCache
+from ..checkpoints import HashCache, file_sha256
 from .formats import LoraError
 
 EXTENSIONS = (".safetensors", ".pt", ".ckpt")
@@ -40,14 +39,11 @@ def read_metadata(path: Path) -> dict[str, str]:
 def addnet_hash(path: Path) -> str:
     """A1111's LoRA hash: sha256 of a safetensors file's tensor data (after the 8-byte length and the JSON
     header), of the whole file otherwise."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        if path.suffix == ".safetensors":
-            size = struct.unpack("<Q", f.read(8))[0]
-            f.seek(8 + size)
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    start = 0
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            start = 8 + struct.unpack("<Q", f.read(8))[0]
+    return file_sha256(path, start)
 
 
 @dataclass

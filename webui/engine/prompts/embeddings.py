@@ -10,7 +10,6 @@ SDXL embeddings ({clip_l, clip_g}) take A1111's combined width (768 + 1280 = 204
 [clip_l | clip_g] along the last axis, and `parts` holds each on its own."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickletools
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import HashCache
+from ..checkpoints import HashCache, file_sha256
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
@@ -69,14 +68,6 @@ class Embedding:
                 log.warning("cannot hash embedding %s: %s", self.path, e)
                 return ""
         return self.sha256[:TI_HASH_LENGTH]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- reading
