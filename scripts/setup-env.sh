@@ -15,5 +15,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test]"
   # Test oracle only: k-diffusion's own sampler code. --no-deps: its declared deps pull torchvision (CUDA torch).
   .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps k-diffusion==0.1.1.post1 torchdiffeq
+  # Test oracles only (tests/oracle): Stability's original `ldm` classes and the open_clip version they were
+  # written against (2.0.2: its text transformer is sequence-first, as ldm's encoder expects). --no-deps: their
+  # pins drag in torchvision, lightning and old transformers; the tests stub the imports they do not use.
+  .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps stable-diffusion-sdkit==2.1.5 \
+    open-clip-torch==2.0.2
+  .venv/bin/python -m pip install --disable-pip-version-check -q einops ftfy omegaconf
   echo "$want" > "$stamp"
 fi

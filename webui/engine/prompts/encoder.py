@@ -53,7 +53,7 @@ class PromptEncoder:
     # ------------------------------------------------------------------ tokens
 
     def tokenize_line(self, line: str, emphasis: str = "Original") -> tuple[list[PromptChunk], int]:
-        """Chunks of 77 (BOS + 75 + EOS, padded with EOS) and the prompt's token count."""
+        """Chunks of 77 (BOS, up to 75 tokens, EOS, padding) and the prompt's token count."""
         parsed = parse_prompt_attention(line) if emphasis != "None" else [(line, 1.0)]
         texts = [text for text, _ in parsed]
         ids = (self.tokenizer(texts, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
@@ -67,9 +67,11 @@ class PromptEncoder:
             nonlocal chunk, token_count, last_comma
             token_count += len(chunk.tokens)
             pad = CHUNK_LENGTH - len(chunk.tokens)
-            # A1111 pads before the final EOS (then OpenCLIP's pad id replaces what follows the first EOS)
-            chunk.tokens = [self.id_start] + chunk.tokens + [self.id_pad] * pad + [self.id_end]
-            chunk.multipliers = [1.0] + chunk.multipliers + [1.0] * pad + [1.0]
+            # BOS, text, EOS, then padding: A1111 pads with EOS and then sets everything after the first EOS to
+            # the pad id, which is EOS itself for CLIP (SD1) and 0 for OpenCLIP (SD2, SDXL's bigG). The EOS must
+            # follow the text: OpenCLIP's causal attention and pooled output read the sequence up to it.
+            chunk.tokens = [self.id_start] + chunk.tokens + [self.id_end] + [self.id_pad] * pad
+            chunk.multipliers = [1.0] + chunk.multipliers + [1.0] + [1.0] * pad
             chunks.append(chunk)
             chunk, last_comma = PromptChunk(), -1
 

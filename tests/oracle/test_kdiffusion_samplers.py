@@ -1,24 +1,19 @@
 """webui.engine.samplers.kdiffusion against k-diffusion itself (the oracle).
 
 The oracle is the PyPI package k-diffusion 0.1.1.post1, whose sampling.py is identical to the commit A1111 1.10
-pins (ab527a9). Importing the `k_diffusion` package would run its __init__ (torchvision, skimage, ...), so only
-`k_diffusion/sampling.py` and `utils.py` are loaded from the installed files, under a private name, with
-stand-ins for the imports sampling does not need. Both sides get the same noise: a stream drawn from a seeded
-torch.Generator in call order (k-diffusion's own `torch.randn_like` calls are redirected to it, as A1111 does),
-or a smooth function of (sigma, sigma_next) for the SDE samplers."""
+pins (ab527a9), loaded by oracle.originals without its package __init__. Both sides get the same noise: a
+stream drawn from a seeded torch.Generator in call order (k-diffusion's own `torch.randn_like` calls are
+redirected to it, as A1111 does), or a smooth function of (sigma, sigma_next) for the SDE samplers."""
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
-import sys
-import types
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 import torch
 
+from oracle.originals import load_kdiffusion
 from webui.engine.samplers import kdiffusion as ours
 
 SHAPE = (2, 4, 8, 8)
@@ -30,70 +25,9 @@ TOL = 1e-5
 DPM_SOLVER_TOL = 1e-4
 
 
-# ---------------------------------------------------------------------------------------------- the oracle
-
-_ORACLE_NAME = "_kdiffusion_oracle"
-
-
-def _stub(name, **attrs):
-    module = types.ModuleType(name)
-    module.__dict__.update(attrs)
-    return module
-
-
-def _missing(top):
-    return top not in sys.modules and importlib.util.find_spec(top) is None
-
-
-def load_oracle():
-    """k_diffusion.sampling from the installed package, without running k_diffusion/__init__.py."""
-    if f"{_ORACLE_NAME}.sampling" in sys.modules:
-        return sys.modules[f"{_ORACLE_NAME}.sampling"]
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("k-diffusion is not installed (pip install --no-deps k-diffusion==0.1.1.post1)")
-    for needed in ("scipy.integrate", "torchsde", "tqdm.auto"):
-        pytest.importorskip(needed)
-    root = Path(next(iter(spec.submodule_search_locations)))
-
-    stand_ins = {}  # only for what is not installed; removed again once the files are loaded
-    if _missing("torchvision"):
-        functional = _stub("torchvision.transforms.functional")
-        transforms = _stub("torchvision.transforms", functional=functional)
-        stand_ins.update({"torchvision": _stub("torchvision", transforms=transforms),
-                          "torchvision.transforms": transforms, "torchvision.transforms.functional": functional})
-    if _missing("PIL"):
-        image = _stub("PIL.Image")
-        stand_ins.update({"PIL": _stub("PIL", Image=image), "PIL.Image": image})
-    if _missing("safetensors"):
-        stand_ins["safetensors"] = _stub("safetensors")
-    if _missing("torchdiffeq"):  # only log_likelihood() uses it
-        stand_ins["torchdiffeq"] = _stub("torchdiffeq", odeint=None)
-
-    package = _stub(_ORACLE_NAME)
-    package.__path__ = [str(root)]
-    sys.modules[_ORACLE_NAME] = package
-    sys.modules.update(stand_ins)
-    try:
-        for part in ("utils", "sampling"):
-            file_spec = importlib.util.spec_from_file_location(f"{_ORACLE_NAME}.{part}", root / f"{part}.py")
-            module = importlib.util.module_from_spec(file_spec)
-            sys.modules[file_spec.name] = module
-            file_spec.loader.exec_module(module)
-            setattr(package, part, module)
-    except BaseException:
-        for part in ("utils", "sampling"):
-            sys.modules.pop(f"{_ORACLE_NAME}.{part}", None)
-        raise
-    finally:
-        for name in stand_ins:
-            sys.modules.pop(name, None)
-    return sys.modules[f"{_ORACLE_NAME}.sampling"]
-
-
 @pytest.fixture(scope="module")
 def K():
-    return load_oracle()
+    return load_kdiffusion().sampling
 
 
 class _TorchWithNoise:
