@@ -104,7 +104,11 @@ class PromptInfo:
 
 
 def build_conditioning(encoder: PromptEncoder, prompt: str, negative_prompt: str, steps: int, clip_skip: int = 1,
-                       emphasis: str = "Original") -> tuple[Conditioning, PromptInfo]:
+                       emphasis: str = "Original",
+                       zero_empty_negative: bool = False) -> tuple[Conditioning, PromptInfo]:
+    """zero_empty_negative (SDXL, base and refiner): an empty negative prompt conditions with zeros, context
+    and pooled, as A1111's sd_models_xl.get_learned_conditioning (force_zero_embeddings=['txt'] when every text
+    of the negative prompt's schedule is '') and diffusers' force_zeros_for_empty_prompt do."""
     text, tags = extract_extra_networks(prompt)
     negative, negative_tags = extract_extra_networks(negative_prompt)
     parts = split_and(text) or [("", 1.0)]
@@ -117,10 +121,17 @@ def build_conditioning(encoder: PromptEncoder, prompt: str, negative_prompt: str
             pooled[id(context)] = pool
         return context
 
+    uncond = [(end, encode(line)) for end, line in schedules[-1]]
+    if zero_empty_negative and all(line == "" for _, line in schedules[-1]):
+        zeros = [(end, torch.zeros_like(context)) for end, context in uncond]
+        for (_, context), (_, zero) in zip(uncond, zeros):
+            if id(context) in pooled:
+                pooled[id(zero)] = torch.zeros_like(pooled[id(context)])
+        uncond = zeros
     cond = Conditioning(
         parts=[([(end, encode(line)) for end, line in schedule], weight)
                for schedule, (_, weight) in zip(schedules[:-1], parts)],
-        uncond=[(end, encode(line)) for end, line in schedules[-1]],
+        uncond=uncond,
         empty=encode(""),
         pooled=pooled,
     )

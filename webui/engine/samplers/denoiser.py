@@ -126,7 +126,9 @@ class CFGDenoiser:
         # the init latent there, as A1111's CFGDenoiser blends after denoising
         self.keep = keep
         self.on_step = on_step  # called before every model evaluation: progress and interruption
-        self.time_ids = time_ids  # SDXL: (1, 6) original size, crop, target size
+        # SDXL: (1, 6) original size, crop, target size for every row of the batch; the refiner: (2, 5) original
+        # size, crop, aesthetic score, the first row for the prompt's parts, the second for the negative prompt
+        self.time_ids = time_ids
         self.concat = concat  # inpainting models: (batch, 5, h, w) mask + masked-image latent
         self.step = 0
 
@@ -144,7 +146,9 @@ class CFGDenoiser:
         if pooled is not None:
             part_pooled, uncond_pooled = pooled
             embeds = torch.cat([p.expand(n, -1) for p in part_pooled] + [uncond_pooled.expand(n, -1)])
-            added = {"text_embeds": embeds, "time_ids": self.time_ids.to(embeds.device).expand(len(embeds), -1)}
+            ids = self.time_ids.to(embeds.device)
+            added = {"text_embeds": embeds,
+                     "time_ids": torch.cat([ids[:1].expand(parts * n, -1), ids[-1:].expand(n, -1)])}
         concat = self.concat.repeat(parts + 1, 1, 1, 1) if self.concat is not None else None
         out = self.model(x.repeat(parts + 1, 1, 1, 1), sigma.repeat(parts + 1), context, added, concat)
         uncond_out = out[parts * n:]
