@@ -3,7 +3,7 @@
     python bench/lora.py [--device cpu|cuda] [--dtype fp16|fp32|bf16] [--rank 32] [--repeats 5] [--small]
 
 A full-size SD1.5 UNet (diffusers UNet2DConditionModel) and CLIP-L text encoder (transformers CLIPTextModel) are
-built from the configs bundled in webui/engine/configs/sd1 with random weights (no download), on cuda if there
+built from the configs bundled in webui/engine/models/configs/sd1 with random weights (no download), on cuda if there
 is one (fp16) else on the CPU (fp32). A kohya LoRA (`lora_unet_…` / `lora_te_…` keys, lora_down / lora_up /
 alpha, fp16) covering every Linear and Conv2d of both is written with safetensors to a temp dir.
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from torch import nn
 
-from webui.engine.architecture import empty_modules, make_architecture
+from webui.engine.models import empty_modules, make_architecture
 from webui.engine.lora import (
     LoraPatcher,
     build_key_map,

@@ -39,8 +39,8 @@ def build_checkpoint(path: Path, seed: int) -> None:
     """SD1.5 shapes from meta-device modules, each tensor filled with N(0, 0.02²) fp16 from `seed`."""
     from safetensors.torch import save_file
 
-    from webui.engine.architecture import empty_modules, make_architecture
-    from webui.engine.ldm_layout import to_ldm_state_dict
+    from webui.engine.models import empty_modules, make_architecture
+    from webui.engine.models.ldm_layout import to_ldm_state_dict
 
     shapes = {k: v.shape for k, v in to_ldm_state_dict(*empty_modules(make_architecture("sd1"))).items()}
     g = torch.Generator().manual_seed(seed)

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from webui.engine import architecture, checkpoints  # noqa: E402
+from webui.engine import models as architecture  # noqa: E402
+from webui.engine.models import checkpoints  # noqa: E402
 from webui.engine.params import GenerationParams  # noqa: E402
 from webui.engine.prompts.conditioning import build_conditioning  # noqa: E402
 from webui.engine.prompts.encoder import PromptEncoder  # noqa: E402
@@ -26,7 +27,7 @@ from webui.engine.rng import ImageRNG  # noqa: E402
 from webui.engine.samplers import SAMPLERS, sampling  # noqa: E402
 from webui.engine.samplers.denoiser import CFGDenoiser, DiscreteEpsDenoiser, alphas_cumprod  # noqa: E402
 from webui.engine.settings import Settings  # noqa: E402
-from webui.engine.tiny import make_tiny_checkpoint  # noqa: E402
+from webui.engine.models.tiny import make_tiny_checkpoint  # noqa: E402
 
 
 def best_of(repeats, fn):

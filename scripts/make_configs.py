@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Regenerate webui/engine/configs/: diffusers-layout config skeletons (no weights) + CLIP tokenizer files.
+"""Regenerate webui/engine/models/configs/: diffusers-layout config skeletons (no weights) + CLIP tokenizer files.
 
-    python scripts/make_configs.py [--out webui/engine/configs]
+    python scripts/make_configs.py [--out webui/engine/models/configs]
 
 The configs are the published values of SD1.5, SD2.1, SDXL base 1.0 and SDXL refiner 1.0 (diffusers layout),
 written from the literal dicts below; the few deliberate departures are commented where they are made. The
 tokenizer files are derived from the BPE vocabulary that ships inside the open_clip_torch wheel (the same
 construction as CLIP's SimpleTokenizer), because nothing may be fetched from a model hub. Every tokenizer
 folder holds the same vocab.json/merges.txt (git stores the identical blobs once); only the pad token differs.
-Sizes in these files are only defaults: webui.engine.architecture overrides every size a checkpoint's tensor
+Sizes in these files are only defaults: webui.engine.models overrides every size a checkpoint's tensor
 shapes determine.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "webui" / "engine" / "configs"
+DEFAULT_OUT = ROOT / "webui" / "engine" / "models" / "configs"
 
 SD1_MODEL_INDEX = {
     "_class_name": "StableDiffusionPipeline",

@@ -13,7 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory) -> dict[str, Path]:
     """The same tiny random model written as .safetensors and as .ckpt (built once per session)."""
-    from webui.engine.tiny import make_tiny_checkpoint
+    from webui.engine.models.tiny import make_tiny_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny")
     return {

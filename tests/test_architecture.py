@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from webui.engine import architecture, ldm_layout, tiny
-from webui.engine.architecture import (
+from webui.engine import models as architecture
+from webui.engine.models import ldm_layout, tiny
+from webui.engine.models import (
     ArchitectureError,
     build_components,
     detect,

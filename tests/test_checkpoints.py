@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import small
-from webui.engine.checkpoints import CheckpointError, HashCache, read_state_dict, resolve_checkpoint
+from webui.engine.models.checkpoints import CheckpointError, HashCache, read_state_dict, resolve_checkpoint
 from webui.engine.manager import NoCheckpoint, PipelineManager
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from webui.engine.checkpoints import HashCache
+from webui.engine.models.checkpoints import HashCache
 from webui.engine.errors import UserError
 from webui.engine.prompts.embeddings import (
     Embedding,
@@ -18,7 +18,7 @@ from webui.engine.prompts.embeddings import (
 )
 
 WIDTH = 32  # the tiny CLIP's hidden size
-TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "webui" / "engine" / "configs" / "sd1" / "tokenizer"
+TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "webui" / "engine" / "models" / "configs" / "sd1" / "tokenizer"
 
 
 @pytest.fixture(scope="module")

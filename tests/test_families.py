@@ -5,7 +5,7 @@ import pytest
 
 from conftest import small
 from webui.engine.manager import PipelineManager
-from webui.engine.tiny import make_tiny_checkpoint
+from webui.engine.models.tiny import make_tiny_checkpoint
 
 FAMILIES = [
     # (file name, make_tiny_checkpoint kwargs, expected family, prediction, inpainting)
@@ -97,8 +97,8 @@ def test_unknown_architecture_is_a_clear_error_and_the_previous_model_keeps_work
 
 def test_a_diffusers_folder_is_listed_and_generates_like_its_single_file(fam_manager, family_dir):
     from test_architectures_more import _save_folder
-    from webui.engine import architecture
-    from webui.engine.checkpoints import read_state_dict
+    from webui.engine import models as architecture
+    from webui.engine.models.checkpoints import read_state_dict
 
     state_dict = read_state_dict(family_dir / "sd1.safetensors")
     _save_folder(architecture.build_components(state_dict, architecture.detect(state_dict)),

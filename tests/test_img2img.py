@@ -6,7 +6,7 @@ from PIL import Image
 
 from conftest import small
 from webui.engine.errors import UserError
-from webui.engine.img_ops import InvalidImage
+from webui.engine.imaging.ops import InvalidImage
 from webui.engine.infotext import parse_infotext
 from webui.engine.params import InvalidParams
 
@@ -187,7 +187,7 @@ def test_outputs_saved_under_img2img_images(manager, init, tmp_path):
 
 def test_inpainting_model_gets_mask_conditioning(data_dir, init):
     from webui.engine.manager import PipelineManager
-    from webui.engine.tiny import make_tiny_checkpoint
+    from webui.engine.models.tiny import make_tiny_checkpoint
 
     ckpt_dir = data_dir / "models" / "Stable-diffusion"
     make_tiny_checkpoint(ckpt_dir / "inpaint.safetensors", seed=2, inpainting=True)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from webui.engine.errors import UserError
-from webui.engine.img_ops import (
+from webui.engine.imaging.ops import (
     RESIZE_MODES,
     InvalidImage,
     normalize_image,

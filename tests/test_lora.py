@@ -11,7 +11,7 @@ from webui.engine.lora import (
     named_modules,
     parse_lora,
 )
-from webui.engine.tiny import tiny_modules
+from webui.engine.models.tiny import tiny_modules
 
 Q = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 CONV = "unet.down_blocks.0.resnets.0.conv1"          # 3×3

@@ -14,7 +14,7 @@ from webui.engine.lora import (
     parse_lora,
 )
 from test_lora import assert_identical, snapshot
-from webui.engine.tiny import tiny_modules
+from webui.engine.models.tiny import tiny_modules
 
 R, ALPHA = 4, 3.0
 SCALE = ALPHA / R                 # 0.75: a missing or doubled alpha/rank shows

@@ -277,7 +277,7 @@ def test_sdxl_kohya_lora_end_to_end(data_dir, lora_dir):
     """An SDXL kohya file (LDM-style UNet names, lora_te1_/lora_te2_) changes the image and comes off exactly;
     an SD1 LoRA on it is refused with the model untouched."""
     from webui.engine.manager import PipelineManager
-    from webui.engine.tiny import make_tiny_checkpoint
+    from webui.engine.models.tiny import make_tiny_checkpoint
 
     ckpt_dir = data_dir / "models" / "Stable-diffusion"
     make_tiny_checkpoint(ckpt_dir / "xl.safetensors", seed=3, family="sdxl")

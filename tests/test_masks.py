@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from webui.engine.masks import (
+from webui.engine.imaging.masks import (
     blur_mask,
     composite,
     crop_to_region,

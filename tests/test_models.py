@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from conftest import small
 from webui.engine import manager as manager_module
 from webui.engine.infotext import parse_infotext
-from webui.engine.vae import VAEError, decode_latents
+from webui.engine.models.vae import VAEError, decode_latents
 
 
 def image(manager, **kw):

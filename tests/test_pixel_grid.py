@@ -56,7 +56,7 @@ def _mask() -> Image.Image:
 @pytest.fixture(scope="module")
 def grid_manager(tmp_path_factory):
     from webui.engine.manager import PipelineManager
-    from webui.engine.tiny import make_tiny_checkpoint
+    from webui.engine.models.tiny import make_tiny_checkpoint
 
     folder = tmp_path_factory.mktemp("grid")
     for name, kw in FAMILIES.items():

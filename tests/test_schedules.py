@@ -14,17 +14,17 @@ import pytest
 import torch
 
 import webui
+from webui.engine.models.families.sd1 import AYS_SD15
+from webui.engine.models.families.sdxl import AYS_SDXL
 from webui.engine.samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
 from webui.engine.samplers.schedules import (
-    AYS_SD15,
-    AYS_SDXL,
     SCHEDULES,
     Schedule,
     find_schedule,
     get_sigmas,
 )
 
-CONFIG = Path(webui.__file__).parent / "engine" / "configs" / "sd1" / "scheduler" / "scheduler_config.json"
+CONFIG = Path(webui.__file__).parent / "engine" / "models" / "configs" / "sd1" / "scheduler" / "scheduler_config.json"
 LABELS = [s.label for s in SCHEDULES if s.function is not None]
 STEPS = [1, 2, 7, 10, 11, 20, 30]
 
@@ -208,13 +208,13 @@ def test_simple_and_ddim_pick_training_sigmas(den):
 def test_align_your_steps_tables_and_log_linear_interpolation(den):
     got = get_sigmas("Align Your Steps", 11, den)  # 11 steps: the table itself, then 0
     assert torch.equal(got, torch.tensor([*AYS_SD15, 0.0]))
-    assert torch.equal(get_sigmas("Align Your Steps", 11, den, arch="sdxl"), torch.tensor([*AYS_SDXL, 0.0]))
+    assert torch.equal(get_sigmas("Align Your Steps", 11, den, ays_sigmas=AYS_SDXL), torch.tensor([*AYS_SDXL, 0.0]))
     got = get_sigmas("Align Your Steps", 21, den)  # every other point is a table value, between: geometric means
     np.testing.assert_allclose(got[:-1:2].numpy(), AYS_SD15, rtol=1e-6)
     np.testing.assert_allclose(got[1:-1:2].numpy(), np.sqrt(np.array(AYS_SD15[:-1]) * AYS_SD15[1:]), rtol=1e-6)
     got = get_sigmas("Align Your Steps", 10, den)
     assert len(got) == 11 and got[0].item() == pytest.approx(14.615) and got[-2].item() == pytest.approx(0.029)
-    sdxl = get_sigmas("Align Your Steps", 10, den, arch="sdxl")
+    sdxl = get_sigmas("Align Your Steps", 10, den, ays_sigmas=AYS_SDXL)
     assert not torch.equal(got, sdxl) and sdxl[0] == got[0]
 
 

@@ -25,7 +25,7 @@ from webui.engine.samplers.timesteps import (
     sample_unipc,
 )
 
-CONFIG = Path(webui.__file__).parent / "engine" / "configs" / "sd1" / "scheduler" / "scheduler_config.json"
+CONFIG = Path(webui.__file__).parent / "engine" / "models" / "configs" / "sd1" / "scheduler" / "scheduler_config.json"
 AC = alphas_cumprod(json.loads(CONFIG.read_text()))
 SHAPE = (2, 4, 8, 8)
 MU, S = 0.3, 0.5

@@ -87,7 +87,7 @@ def txt2img_parser(prog: str = "webui txt2img",
 
 
 def img2img_parser() -> argparse.ArgumentParser:
-    from .engine.img_ops import RESIZE_MODES
+    from .engine.imaging.ops import RESIZE_MODES
     from .engine.params import MASKED_CONTENT
 
     p = txt2img_parser("webui img2img", "img2img / inpainting headless; prints each path. Unset options take "
@@ -159,7 +159,7 @@ def run_txt2img(argv: list[str]) -> int:
 def run_img2img(argv: list[str]) -> int:
     args = img2img_parser().parse_args(argv)
     from .engine.img2img import MAX_INIT_PIXELS
-    from .engine.img_ops import open_image, open_mask, resize_mode_index
+    from .engine.imaging.ops import open_image, open_mask, resize_mode_index
     from .engine.params import MASKED_CONTENT
 
     init = open_image(args.init_image, MAX_INIT_PIXELS)
@@ -170,7 +170,7 @@ def run_img2img(argv: list[str]) -> int:
         inpainting_fill=MASKED_CONTENT.index(args.masked_content), inpaint_full_res=args.only_masked,
         inpaint_full_res_padding=args.only_masked_padding)
     if args.scale is not None:
-        from .engine.img_ops import scale_to_size
+        from .engine.imaging.ops import scale_to_size
 
         width, height = scale_to_size(*init.size, args.scale)
         params = params.replace(width=width, height=height)
@@ -179,15 +179,18 @@ def run_img2img(argv: list[str]) -> int:
 
 
 def run_make_tiny_model(argv: list[str]) -> int:
+    from .engine.models.families import all_families
+
     p = argparse.ArgumentParser(prog="webui make-tiny-model",
                                 description="Write a tiny random-weight checkpoint in the original single-file layout.")
     p.add_argument("path", type=Path, help="output file, .safetensors or .ckpt")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--family", choices=["sd1", "sd2", "sdxl", "sdxl_refiner"], default="sd1")
+    families = [f.key for f in all_families()]
+    p.add_argument("--family", choices=families, default=families[0])
     p.add_argument("--inpainting", action="store_true", help="the 9-channel inpainting variant")
     p.add_argument("--v-prediction", action="store_true", help="a v-prediction model (SD2 768-v style)")
     args = p.parse_args(argv)
-    from .engine.tiny import make_tiny_checkpoint
+    from .engine.models.tiny import make_tiny_checkpoint
 
     print(make_tiny_checkpoint(args.path, seed=args.seed, family=args.family, inpainting=args.inpainting,
                                prediction="v_prediction" if args.v_prediction else "epsilon"))

@@ -16,7 +16,7 @@ import torch
 
 from .originals import load_ldm
 
-CONFIGS = Path(__file__).resolve().parents[2] / "webui" / "engine" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "webui" / "engine" / "models" / "configs"
 TEXT_WIDTH = 64  # CLIP head dim 64 → one head
 VAE = {"target": "ldm.models.autoencoder.AutoencoderKL",
        "params": {"embed_dim": 4, "lossconfig": {"target": "torch.nn.Identity"},

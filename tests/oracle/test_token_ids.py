@@ -46,7 +46,7 @@ def encoders(tmp_path_factory):
     """Each family's prompt encoder(s) as the manager wires them for a loaded checkpoint, with the pad id the
     original uses: {(family, 0 | 1): (PromptEncoder, pad id)}."""
     from webui.engine.manager import PipelineManager
-    from webui.engine.tiny import make_tiny_checkpoint
+    from webui.engine.models.tiny import make_tiny_checkpoint
 
     folder = tmp_path_factory.mktemp("tokens")
     for family in FAMILIES:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import masks
-from .img_ops import LATENT_UPSCALE, check_size, normalize_image, resize_image
+from .imaging import masks
+from .imaging.ops import LATENT_UPSCALE, check_size, normalize_image, resize_image
 from .params import GenerationParams
 from .processing import InitLatents
 from .samplers.sampling import img2img_steps

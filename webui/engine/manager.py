@@ -10,16 +10,18 @@ from pathlib import Path
 
 import torch
 
-from . import architecture, attention, images, processing
-from .vae import VAEInfo, list_vaes, load_vae, resolve_vae
-from .checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state_dict, resolve_checkpoint, short_hash
+from . import models as architecture, processing
+from .models import attention
+from .imaging import saving as images
+from .models.vae import VAEInfo, list_vaes, load_vae, resolve_vae
+from .models.checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state_dict, resolve_checkpoint, short_hash
 from .errors import UserError
 from .infotext import format_infotext
 from .lora.activation import ModelLoras, lora_requests
 from .lora.library import LoraLibrary
 from .params import GenerationParams
 from .prompts.embeddings import EmbeddingDatabase
-from .prompts.conditioning import DualEncoder, prompt_token_count
+from .prompts.conditioning import prompt_token_count
 from .prompts.parser import extract_extra_networks
 from .prompts.encoder import PromptEncoder
 from .settings import Settings
@@ -136,22 +138,8 @@ class PipelineManager:
         return loaded
 
     def _text_side(self, parts: architecture.Components):
-        """The prompt encoder(s) each family uses. The layer the UNet was trained on comes from the
-        architecture (SD1: last; SD2: penultimate + final norm; SDXL: penultimate, no norm)."""
-        arch = parts.arch
-        layer = None if arch.clip_skip == 1 else -arch.clip_skip
-        open_clip = dict(pad_id=0, hidden_layer=layer, final_norm=arch.clip_final_norm)
-        if arch.family == "sd2":
-            return PromptEncoder(parts.tokenizer, parts.text_encoder, self.embeddings, **open_clip)
-        if arch.family == "sdxl":
-            # TI for SDXL needs per-encoder halves of each embedding: not wired yet, so none are used
-            return DualEncoder(
-                PromptEncoder(parts.tokenizer, parts.text_encoder, hidden_layer=layer,
-                              final_norm=arch.clip_final_norm),
-                PromptEncoder(parts.tokenizer_2, parts.text_encoder_2, pooled=True, **open_clip))
-        if arch.family == "sdxl_refiner":
-            return PromptEncoder(parts.tokenizer_2, parts.text_encoder_2, pooled=True, **open_clip)
-        return PromptEncoder(parts.tokenizer, parts.text_encoder, self.embeddings)
+        """The prompt encoder(s) the family uses, on the hidden state its UNet was trained on."""
+        return parts.arch.model_family.prompt_encoder(parts, self.embeddings)
 
     def _activate(self, model: LoadedModel):
         """Make `model` the one on the device; the previous one goes back to RAM (a no-op on CPU)."""

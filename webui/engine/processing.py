@@ -16,7 +16,7 @@ from .rng import ImageRNG, job_seeds
 from .samplers import sampling
 from .samplers.denoiser import CFGDenoiser, DiscreteEpsDenoiser
 from .settings import Settings
-from .vae import decode_latents
+from .models.vae import decode_latents
 
 
 class Interrupted(Exception):
@@ -94,14 +94,7 @@ class _Progress:
 def _model_extras(components, params: GenerationParams, device, init: InitLatents | None = None):
     """What some UNets take beside the text: SDXL's size/crop ids; an inpainting model's mask + image latent."""
     arch = components.arch
-    time_ids = None
-    h, w = params.height, params.width
-    if arch.family == "sdxl":  # original size, crop top-left, target size (A1111: no crop)
-        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32)
-    elif arch.family == "sdxl_refiner":
-        # original size, crop, aesthetic score: A1111's high score (6) for the prompt, its low score (2.5) for
-        # the negative prompt (sd_models_xl.get_learned_conditioning; diffusers' defaults are the same)
-        time_ids = torch.tensor([[h, w, 0, 0, 6.0], [h, w, 0, 0, 2.5]], dtype=torch.float32)
+    time_ids = arch.model_family.time_ids(params.height, params.width)
     concat = None
     if init is not None:
         concat = None if init.concat is None else init.concat.to(device)
@@ -160,14 +153,15 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
     params.validate()
     settings = settings or Settings()
     control = control or JobControl()
-    plan = sampling.make_plan(params, settings, denoiser, init.schedule_steps if init else params.steps)
+    plan = sampling.make_plan(params, settings, denoiser, init.schedule_steps if init else params.steps,
+                              components.arch.model_family)
     device = device or components.unet.device
 
     encoder = encoder or PromptEncoder(components.tokenizer, components.text_encoder)
     clip_skip = params.clip_skip or settings.CLIP_stop_at_last_layers
     emphasis = params.emphasis or settings.emphasis
     conditioning, prompt_info = build_conditioning(encoder, params.prompt, params.negative_prompt, params.steps,
-                                                   clip_skip, emphasis, zero_empty_negative=components.arch.is_sdxl)
+                                                   clip_skip, emphasis, zero_empty_negative=components.arch.model_family.zero_empty_negative)
 
     time_ids, concat = _model_extras(components, params, device, init)
     model_steps = init.model_calls(plan.sampler) if init else params.steps

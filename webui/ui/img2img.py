@@ -15,9 +15,9 @@ from PIL import Image, ImageEnhance, ImageFilter
 from ..engine import params as limits
 from ..engine import samplers
 from ..engine.errors import UserError
-from ..engine.img_ops import RESIZE_MODES, flatten, scale_to_size
+from ..engine.imaging.ops import RESIZE_MODES, flatten, scale_to_size
 from ..engine.manager import PipelineManager
-from ..engine.masks import mask_to_l
+from ..engine.imaging.masks import mask_to_l
 from ..engine.params import MASKED_CONTENT, GenerationParams
 from . import lora_browser
 from .common import seed_controls, user_errors_as_gradio

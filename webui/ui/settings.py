@@ -5,7 +5,7 @@ import dataclasses
 
 import gradio as gr
 
-from ..engine.attention import ATTENTION_MODES
+from ..engine.models.attention import ATTENTION_MODES
 from ..engine.manager import PipelineManager
 from ..engine.prompts.encoder import EMPHASIS_MODES
 from ..engine.settings import RNG_SOURCES, Settings

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 from scipy.ndimage import correlate1d
 
-from .img_ops import LANCZOS, RESIZE_AND_FILL, as_8bit, resize_image
+from .ops import LANCZOS, RESIZE_AND_FILL, as_8bit, resize_image
 
 Region = tuple[int, int, int, int]  # (x1, y1, x2, y2), x2/y2 exclusive, like PIL's crop box
 

@@ -11,7 +11,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import UserError
+from ..errors import UserError
 
 # A1111's resize modes, in A1111's order (the index is the API's `resize_mode`).
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from ..ldm_layout import UNET_PREFIX, unet_key
+from ..models.ldm_layout import UNET_PREFIX, unet_key
 
 PATCHABLE = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm)  # norms: LyCORIS w_norm/b_norm
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")

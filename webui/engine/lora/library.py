@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checkpoints import HashCache, file_sha256
+from ..models.checkpoints import HashCache, file_sha256
 from .formats import LoraError
 
 EXTENSIONS = (".safetensors", ".pt", ".ckpt")

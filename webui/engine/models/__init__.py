@@ -1,40 +1,42 @@
-"""Which architecture is a checkpoint, and build its modules: sizes come from tensor shapes only.
+"""Models: which architecture a checkpoint is, and its modules built from it (sizes from tensor shapes only).
 
-The public face of four modules, split by job:
-    arch_configs  Architecture, ArchitectureError, make_architecture: bundled per-family config skeletons
-                  (configs/, written by scripts/make_configs.py) plus sizes; the conventions shapes cannot tell.
-    arch_detect   detect(state_dict, yaml_text): family, variant, prediction type and every size, from shapes.
-    arch_build    Components, empty_modules, load_weights, build_components: exact weights into meta-built modules.
-    arch_folder   detect_folder, build_components_from_folder: diffusers-format folders, local files only.
+    families/      one ModelFamily per family (SD1, SD2, SDXL, SDXL refiner): what only that family knows
+    architecture   Architecture, ArchitectureError, make_architecture: bundled config skeletons (configs/,
+                   written by scripts/make_configs.py) plus sizes; the conventions shapes cannot tell
+    detect         detect(state_dict, yaml_text): family, variant, prediction type and every size, from shapes
+    build          Components, empty_modules, load_weights, build_components: exact weights into meta-built modules
+    folder         detect_folder, build_components_from_folder: diffusers-format folders, local files only
+    checkpoints    finding, hashing and safely reading checkpoint files;  vae: external VAE files
+    ldm_layout     the single-file (LDM) key layout;  attention: attention backends;  tiny: tiny test models
 
-Families: "sd1" (CLIP-L), "sd2" (OpenCLIP-H, ε or v), "sdxl" (CLIP-L + OpenCLIP-bigG, size embedding),
-"sdxl_refiner" (OpenCLIP-bigG only); each plain or inpainting (9 UNet input channels). Depth (5 channels),
-instruct-pix2pix (8), unCLIP and upscaler UNets are refused with a message that names them.
+Each family comes plain or inpainting (9 UNet input channels). Depth (5 channels), instruct-pix2pix (8), unCLIP
+and upscaler UNets are refused with a message that names them.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .arch_build import (
+from .families import ModelFamily, all_families, get_family
+from .build import (
     Components,
     Modules,
     build_components,
     empty_modules,
     load_weights,
 )
-from .arch_configs import (
+from .architecture import (
     CONFIGS_DIR,
-    FAMILIES,
     PREDICTION_TYPES,
     Architecture,
     ArchitectureError,
     make_architecture,
 )
-from .arch_detect import detect, parameterization
-from .arch_folder import build_components_from_folder, detect_folder
+from .detect import detect, parameterization
+from .folder import build_components_from_folder, detect_folder
 
 __all__ = [
-    "CONFIGS_DIR", "FAMILIES", "PREDICTION_TYPES", "Architecture", "ArchitectureError", "Components", "Modules",
+    "CONFIGS_DIR", "PREDICTION_TYPES", "Architecture", "ArchitectureError", "Components", "ModelFamily", "Modules",
+    "all_families", "get_family",
     "build_components", "build_components_from_folder", "detect", "detect_folder", "empty_modules",
     "load_weights", "make_architecture", "parameterization", "sidecar_yaml",
 ]

@@ -13,30 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
+from .families import CONFIGS_DIR, ModelFamily, get_family
 
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-
-FAMILIES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-_DISPLAY = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "sdxl_refiner": "SDXL refiner"}
-# Which of the text_encoder / text_encoder_2 slots a family fills (diffusers' pipeline convention: the
-# refiner's only tower, OpenCLIP bigG, sits in the *_2 slot).
-TEXT_SLOTS = {"sd1": (True, False), "sd2": (True, False), "sdxl": (True, True), "sdxl_refiner": (False, True)}
-# SD1 has 8 heads at every level (diffusers' misnamed `attention_head_dim: 8`); SD2 and SDXL fix the head
-# dimension at 64 instead, so heads = channels // 64 per level.
-_HEAD_DIM_64 = {"sd2", "sdxl", "sdxl_refiner"}
-# The text hidden state each family's UNet was trained on, as (clip_skip, through final_layer_norm):
+# The text hidden state each family's UNet was trained on (ModelFamily.clip_skip / clip_final_norm):
 #   SD1: the last layer, normalised (transformers' last_hidden_state).
 #   SD2: the penultimate of OpenCLIP-H's 24 layers, normalised (ldm FrozenOpenCLIPEmbedder layer="penultimate";
 #        A1111 ignores its CLIP-skip setting for SD2). We keep all 24 layers, so that is hidden_states[-2]
 #        through final_layer_norm: exactly what transformers gives for diffusers' 23-layer conversion.
 #   SDXL/refiner: the penultimate layer of each tower, NOT normalised (sgm: CLIP-L layer "hidden" idx 11,
 #        OpenCLIP-bigG "penultimate" with legacy=False); the pooled embedding still uses all layers + norm.
-_CLIP_LAYER = {"sd1": (1, True), "sd2": (2, True), "sdxl": (2, False), "sdxl_refiner": (2, False)}
-# Size/crop numbers SDXL's UNet embeds next to the pooled text: original (h, w), crop (top, left) and target
-# (h, w) for the base; original, crop and an aesthetic score for the refiner.
-TIME_IDS = {"sdxl": 6, "sdxl_refiner": 5}
 
 
 class ArchitectureError(UserError, ValueError):
@@ -51,12 +38,12 @@ class Architecture:
     text_encoder_config: dict | None  # None where the family has no first tower (SDXL refiner)
     scheduler_config: dict  # betas for the sampler's alphas_cumprod, and prediction_type
     config_dir: Path  # skeleton folder (or a diffusers model folder); tokenizer/ and tokenizer_2/ load from it
-    family: str = "sd1"  # one of FAMILIES
+    family: str = "sd1"  # a registered ModelFamily's key (families.get_family); `model_family` is the object
     prediction_type: str = "epsilon"  # "epsilon" | "v_prediction"
     inpainting: bool = False  # UNet takes latents + mask + masked-image latents (9 channels)
     text_encoder_2_config: dict | None = None  # SDXL's OpenCLIP-bigG (CLIPTextModelWithProjection)
     # Which text hidden state conditions the UNet: hidden_states[-clip_skip] (1 = the last layer), passed
-    # through final_layer_norm when clip_final_norm. See _CLIP_LAYER.
+    # through final_layer_norm when clip_final_norm. The family's unless a diffusers folder says otherwise.
     clip_skip: int = 1
     clip_final_norm: bool = True
 
@@ -69,8 +56,13 @@ class Architecture:
         return self.config_dir / "tokenizer_2" if self.text_encoder_2_config is not None else None
 
     @property
+    def model_family(self) -> ModelFamily:
+        return get_family(self.family)
+
+    @property
     def is_sdxl(self) -> bool:
-        return self.family in TIME_IDS
+        """SDXL's conditioning (size/crop ids beside a pooled text embedding), base or refiner."""
+        return self.model_family.n_time_ids > 0
 
     @property
     def default_size(self) -> int:
@@ -79,13 +71,11 @@ class Architecture:
 
 
 @functools.cache
-def _skeleton(family: str) -> dict[str, dict | None]:
+def _read_skeleton(config_dir: Path) -> dict[str, dict | None]:
     def read(rel: str) -> dict | None:
-        path = CONFIGS_DIR / family / rel
+        path = config_dir / rel
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    if family not in FAMILIES:
-        raise ValueError(f"unknown architecture family {family!r} (known: {', '.join(FAMILIES)})")
     return {
         "unet": read("unet/config.json"),
         "vae": read("vae/config.json"),
@@ -93,11 +83,6 @@ def _skeleton(family: str) -> dict[str, dict | None]:
         "text_encoder_2": read("text_encoder_2/config.json"),
         "scheduler": read("scheduler/scheduler_config.json"),
     }
-
-
-def display_name(family: str, prediction_type: str, inpainting: bool) -> str:
-    return _DISPLAY[family] + (" inpainting" if inpainting else "") + (" (v)" if prediction_type == "v_prediction"
-                                                                       else "")
 
 
 def _text_config(base: dict | None, sizes: Mapping | None) -> dict | None:
@@ -120,12 +105,13 @@ def finish_architecture(family: str, unet_cfg: dict, vae_cfg: dict, text_cfg: di
     latent = vae_cfg["latent_channels"]
     inpainting = unet_cfg["in_channels"] == 2 * latent + 1
     scheduler_cfg = {**scheduler_cfg, "prediction_type": prediction_type}
-    skip, final_norm = _CLIP_LAYER[family]
+    model_family = get_family(family)
     return Architecture(
-        name=display_name(family, prediction_type, inpainting), unet_config=unet_cfg, vae_config=vae_cfg,
+        name=model_family.display_name(prediction_type, inpainting), unet_config=unet_cfg, vae_config=vae_cfg,
         text_encoder_config=text_cfg, scheduler_config=scheduler_cfg, config_dir=config_dir, family=family,
         prediction_type=prediction_type, inpainting=inpainting, text_encoder_2_config=text_2_cfg,
-        clip_skip=skip if clip_skip is None else clip_skip, clip_final_norm=final_norm)
+        clip_skip=model_family.clip_skip if clip_skip is None else clip_skip,
+        clip_final_norm=model_family.clip_final_norm)
 
 
 def make_architecture(family: str = "sd1", *, unet: Mapping | None = None, vae: Mapping | None = None,
@@ -138,19 +124,20 @@ def make_architecture(family: str = "sd1", *, unet: Mapping | None = None, vae: 
     (SD1: 8; SD2/SDXL: channels // 64, at least 1), CLIP heads = hidden // 64 (at least 1), GroupNorm groups 32,
     VAE scaling factor (0.18215; SDXL 0.13025), SDXL's 256-dim time-id sinusoids.
     """
-    base = copy.deepcopy(_skeleton(family))
+    model_family = get_family(family)
+    base = copy.deepcopy(_read_skeleton(model_family.config_dir))
     unet_cfg = {**base["unet"], **(unet or {})}
     if unet and "down_block_types" in unet and "up_block_types" not in unet:
         unet_cfg["up_block_types"] = [t.replace("Down", "Up") for t in reversed(unet_cfg["down_block_types"])]
-    if family in _HEAD_DIM_64:
+    if model_family.head_dim_64:
         unet_cfg["attention_head_dim"] = [max(1, c // 64) for c in unet_cfg["block_out_channels"]]
-    if family == "sd2" and prediction_type == "v_prediction":
+    if prediction_type == "v_prediction" and model_family.v_sample_size:
         # Only a default-resolution hint (SD2's v-models are the 768 px ones); the weights are the same shapes.
-        unet_cfg["sample_size"] = 96
+        unet_cfg["sample_size"] = model_family.v_sample_size
     vae_cfg = {**base["vae"], **(vae or {})}
     levels = len(vae_cfg["block_out_channels"])
     vae_cfg["down_block_types"] = ["DownEncoderBlock2D"] * levels
     vae_cfg["up_block_types"] = ["UpDecoderBlock2D"] * levels
     return finish_architecture(family, unet_cfg, vae_cfg, _text_config(base["text_encoder"], text_encoder),
                                _text_config(base["text_encoder_2"], text_encoder_2), base["scheduler"],
-                               CONFIGS_DIR / family, prediction_type)
+                               model_family.config_dir, prediction_type)

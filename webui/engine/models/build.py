@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from . import ldm_layout
-from .arch_configs import Architecture, ArchitectureError
+from .architecture import Architecture, ArchitectureError
 
 if TYPE_CHECKING:  # diffusers/transformers are imported lazily: slow imports, and detect needs neither
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -167,18 +167,16 @@ def build_components(state_dict: Mapping[str, torch.Tensor], arch: Architecture,
     vae_weights = _converted(convert_ldm_vae_checkpoint, state_dict, arch.vae_config, "VAE")
     load_weights(vae, vae_weights, f"{arch.name} VAE", lambda k: ldm_layout.vae_key(k, vae.config))
     del vae_weights
-    names = ("CLIP text encoder", "second text encoder (OpenCLIP bigG)")
-    for module, tower, what in zip(modules[2:], ldm_layout.TEXT_TOWERS[arch.family], names):
+    for module, tower in zip(modules[2:], arch.model_family.towers):
         if module is None:
             continue
-        prefix, layout = tower
-        prefix = _tower_prefix(state_dict, prefix, layout)
+        layout = tower.layout
+        prefix = _tower_prefix(state_dict, tower.prefix, layout)
         if layout == "openclip":
             def ldm_name(k, prefix=prefix):
                 return ldm_layout.openclip_key(k, prefix)
         else:
             def ldm_name(k, prefix=prefix):
                 return ldm_layout.text_encoder_key(k, prefix)
-        load_weights(module, _tower_weights(state_dict, module, prefix, layout),
-                     what if arch.family != "sd2" else "OpenCLIP text encoder", ldm_name)
+        load_weights(module, _tower_weights(state_dict, module, prefix, layout), tower.label, ldm_name)
     return finish_components(modules, arch, device, dtype)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 

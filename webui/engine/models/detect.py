@@ -3,7 +3,7 @@
 The family follows from the structure of the file (peers.md §1.2): which text towers it holds and in which
 layout (OpenAI CLIP as transformers keys, OpenCLIP in its own layout), and whether the UNet has SDXL's
 size/crop embedding (label_emb). Every size (channels, levels, depths, widths, layer counts) is read from
-shapes; what shapes cannot say (heads, scaling factor, betas) is the family's convention (arch_configs).
+shapes; what shapes cannot say (heads, scaling factor, betas) is the family's convention (families/).
 """
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ from collections.abc import Mapping
 
 import torch
 
-from .arch_configs import TIME_IDS, Architecture, ArchitectureError, make_architecture
+from .architecture import Architecture, ArchitectureError, make_architecture
+from .families import ModelFamily, all_families, family_for_towers
 from .ldm_layout import OPENCLIP_PREFIX, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
 
 # Older SD1 files saved the CLIP text model without transformers' `text_model.` level.
 _CLIP_PREFIXES = (TEXT_PREFIX, "cond_stage_model.transformer.")
 _CONDITIONER = "conditioner.embedders."
-# ComfyUI's SD2 ε/v heuristic (supported_models.py SD20.model_type): the std of this bias in the last output
-# block is > 0.09 in the 768-v models and well below in the 512 ε ones. Its own comment says "not sure how
-# well this will actually work"; a <checkpoint>.yaml saying `parameterization: "v"` overrides it.
-_V_STD_THRESHOLD = 0.09
 _PARAMETERIZATION = re.compile(r"""^\s*parameterization\s*:\s*["']?([A-Za-z0-9_]+)""", re.MULTILINE)
 
 
@@ -240,14 +237,6 @@ def parameterization(yaml_text: str | None) -> str | None:
                             "(supported: eps, v)")
 
 
-def _sd2_looks_v(sd: Mapping, unet: dict) -> bool:
-    n_out = len(unet["block_out_channels"]) * (unet["layers_per_block"] + 1)
-    tensor = sd.get(f"{UNET_PREFIX}output_blocks.{n_out - 1}.1.transformer_blocks.0.norm1.bias")
-    if tensor is None or tensor.is_meta:  # no attention at full resolution, or shapes only: no evidence
-        return False
-    return float(tensor.float().std()) > _V_STD_THRESHOLD
-
-
 # ---------------------------------------------------------------------------------------------- detect
 
 def detect(state_dict: Mapping[str, torch.Tensor], yaml_text: str | None = None) -> Architecture:
@@ -272,56 +261,50 @@ def detect(state_dict: Mapping[str, torch.Tensor], yaml_text: str | None = None)
         raise ArchitectureError("not a complete Stable Diffusion checkpoint: no CLIP text encoder "
                                 f"({TEXT_PREFIX}embeddings.token_embedding.weight, {OPENCLIP_PREFIX}* or "
                                 f"{_CONDITIONER}*) found")
-    family = {("cond_stage", ("clip",)): "sd1", ("cond_stage", ("openclip",)): "sd2",
-              ("conditioner", ("clip", "openclip")): "sdxl",
-              ("conditioner", ("openclip",)): "sdxl_refiner"}.get((where, tuple(layouts)))
+    family = family_for_towers(where, tuple(layouts))
     if family is None:
+        known = "; ".join(f"{f.label}: {' + '.join(f.tower_layouts)} under {f.container}" for f in all_families())
         raise ArchitectureError(f"unsupported architecture: text encoders {'+'.join(layouts)} under {where} "
-                                "match no known family (SD1: CLIP, SD2: OpenCLIP, SDXL: CLIP + OpenCLIP, "
-                                "SDXL refiner: OpenCLIP)")
-    if (adm is not None) != (family in TIME_IDS):
+                                f"match no known family ({known})")
+    if (adm is not None) != (family.n_time_ids > 0):
         raise ArchitectureError(
             "unsupported architecture: an SDXL-style conditioner without the UNet's size embedding (label_emb)"
             if adm is None else
-            f"unsupported architecture: a {family.upper()}-style text encoder with a UNet size/image embedding "
+            f"unsupported architecture: a {family.label}-style text encoder with a UNet size/image embedding "
             "(label_emb), e.g. SD2 unCLIP")
 
     unet = _unet_sizes(sd)
     vae = _vae_sizes(sd)
     check_channels(unet, vae["latent_channels"])
-    text = text_2 = None
-    if family == "sd1":
-        text = _clip_sizes(sd, clip_prefix(sd))
-    elif family == "sd2":
-        text = _openclip_sizes(sd, OPENCLIP_PREFIX, projection=False)
-    elif family == "sdxl":
-        text = _clip_sizes(sd, clip_prefix(sd, (_CONDITIONER + "0.transformer.text_model.",
-                                                _CONDITIONER + "0.transformer.")))
-        text_2 = _openclip_sizes(sd, _CONDITIONER + "1.model.", projection=True)
-    else:
-        text_2 = _openclip_sizes(sd, _CONDITIONER + "0.model.", projection=True)
+    text, text_2 = (_tower_sizes(sd, tower) if tower else None for tower in family.towers)
     widths = [t["hidden_size"] for t in (text, text_2) if t]
     if sum(widths) != unet["cross_attention_dim"]:
         raise ArchitectureError(f"inconsistent checkpoint: text encoder width {' + '.join(map(str, widths))} "
                                 f"does not match the UNet's cross-attention dim {unet['cross_attention_dim']}")
-    if family in TIME_IDS:
-        unet.update(_size_embedding(adm.shape, text_2["projection_dim"], TIME_IDS[family], family))
+    if family.n_time_ids:
+        unet.update(_size_embedding(adm.shape, text_2["projection_dim"], family))
 
     prediction = parameterization(yaml_text)
     if prediction is None:
-        v = (family == "sd2" and _sd2_looks_v(sd, unet)) or (family == "sdxl" and "v_pred" in sd)
-        prediction = "v_prediction" if v else "epsilon"
-    return make_architecture(family, unet=unet, vae=vae, text_encoder=text, text_encoder_2=text_2,
+        prediction = "v_prediction" if family.looks_v(sd, unet) else "epsilon"
+    return make_architecture(family.key, unet=unet, vae=vae, text_encoder=text, text_encoder_2=text_2,
                              prediction_type=prediction)
 
 
-def _size_embedding(shape: tuple[int, ...], pooled: int, n_ids: int, family: str) -> dict:
-    """SDXL's add_embedding input = pooled text embedding + n_ids sinusoids of addition_time_embed_dim each."""
+def _tower_sizes(sd: Mapping, tower) -> dict:
+    if tower.layout == "clip":
+        return _clip_sizes(sd, clip_prefix(sd, (tower.prefix, tower.prefix.removesuffix("text_model."))))
+    return _openclip_sizes(sd, tower.prefix, projection=tower.pooled)
+
+
+def _size_embedding(shape: tuple[int, ...], pooled: int, family: ModelFamily) -> dict:
+    """SDXL's add_embedding input = pooled text embedding + n_time_ids sinusoids of addition_time_embed_dim each."""
     adm = shape[1]
-    per_id, rest = divmod(adm - pooled, n_ids)
+    per_id, rest = divmod(adm - pooled, family.n_time_ids)
     if rest or per_id <= 0 or per_id % 2:
-        raise ArchitectureError(f"inconsistent {family} UNet: its size embedding takes {adm} inputs, which is not "
-                                f"the pooled text width {pooled} + {n_ids} × an even time-embedding width "
+        raise ArchitectureError(f"inconsistent {family.label} UNet: its size embedding takes {adm} inputs, which "
+                                f"is not the pooled text width {pooled} + {family.n_time_ids} × an even "
+                                "time-embedding width "
                                 f"(2816 = 1280 + 6 × 256 for SDXL, 2560 = 1280 + 5 × 256 for the refiner)")
     return {"addition_embed_type": "text_time", "projection_class_embeddings_input_dim": adm,
             "addition_time_embed_dim": per_id}

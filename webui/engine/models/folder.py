@@ -11,18 +11,15 @@ from pathlib import Path
 
 import torch
 
-from .arch_build import Components, Modules, finish_components
-from .arch_configs import (
+from .build import Components, Modules, finish_components
+from .architecture import (
     PREDICTION_TYPES,
     Architecture,
     ArchitectureError,
     finish_architecture,
 )
-from .arch_detect import check_channels
-
-# A diffusers SD2 text encoder has 23 layers: diffusers' converter drops OpenCLIP-H's 24th because SD2 conditions
-# on the penultimate one, so there the last hidden state is already the right one (clip_skip 1).
-_SD2_TRUNCATED_LAYERS = 23
+from .detect import check_channels
+from .families import family_for_folder
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -49,15 +46,11 @@ def detect_folder(path) -> Architecture:
         towers.append(_read_json(folder / slot / "config.json", f"the {slot} config") if listed else None)
     text, text_2 = towers
 
-    add = unet.get("addition_embed_type")
-    if add == "text_time" and text_2 is not None:
-        family = "sdxl" if text is not None else "sdxl_refiner"
-    elif add is None and unet.get("class_embed_type") is None and text is not None and text_2 is None:
-        # OpenCLIP towers use exact gelu, OpenAI CLIP quick_gelu: the one config difference that changes outputs.
-        family = "sd2" if text.get("hidden_act") == "gelu" else "sd1"
-    else:
-        raise ArchitectureError(f"unsupported diffusers model in {folder}: UNet addition_embed_type {add!r}, "
-                                f"text encoders {[t is not None for t in towers]} match no known family")
+    family = family_for_folder(unet, text, text_2)
+    if family is None:
+        raise ArchitectureError(f"unsupported diffusers model in {folder}: UNet addition_embed_type "
+                                f"{unet.get('addition_embed_type')!r}, text encoders "
+                                f"{[t is not None for t in towers]} match no known family")
     widths = [t["hidden_size"] for t in towers if t is not None]
     if sum(widths) != unet["cross_attention_dim"]:
         raise ArchitectureError(f"inconsistent model folder {folder}: text encoder width "
@@ -68,8 +61,8 @@ def detect_folder(path) -> Architecture:
     prediction = scheduler.get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
         raise ArchitectureError(f"unsupported prediction type {prediction!r} in {folder}/scheduler")
-    clip_skip = 1 if family == "sd2" and text["num_hidden_layers"] == _SD2_TRUNCATED_LAYERS else None
-    return finish_architecture(family, unet, vae, text, text_2, scheduler, folder, prediction, clip_skip)
+    return finish_architecture(family.key, unet, vae, text, text_2, scheduler, folder, prediction,
+                               family.folder_clip_skip(text))
 
 
 def _variant(sub: Path, stem: str) -> str | None:

@@ -15,7 +15,7 @@ UNet (`model.diffusion_model.`), with n = layers_per_block:
 VAE (`first_stage_model.`): encoder.down.i.block.j, decoder.up.{L-1-i} (LDM numbers decoder levels from the
     lowest resolution up), mid.block_1/attn_1/block_2, attention q/k/v/proj_out stored as 1×1 conv weights.
     SDXL's size/crop embedding: add_embedding.linear_1/2  label_emb.0.0 / label_emb.0.2
-Text encoders, by family (TEXT_TOWERS): OpenAI CLIP towers are stored as transformers' CLIPTextModel keys under a
+Text encoders, by family (ModelFamily.towers): OpenAI CLIP towers are stored as transformers' CLIPTextModel keys under a
     prefix; OpenCLIP towers (SD2's ViT-H, SDXL's bigG) in OpenCLIP's own layout (see _OPENCLIP), where one
     in_proj matrix holds q, k and v stacked, and text_projection is stored transposed (x @ P, not a Linear).
 """
@@ -33,14 +33,6 @@ OPENCLIP_PREFIX = "cond_stage_model.model."  # SD2
 SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
 SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
 REFINER_OPENCLIP_PREFIX = "conditioner.embedders.0.model."
-
-# (prefix, layout) of the text towers each family's files hold, for the text_encoder and text_encoder_2 slots.
-TEXT_TOWERS: dict[str, tuple[tuple[str, str] | None, tuple[str, str] | None]] = {
-    "sd1": ((TEXT_PREFIX, "clip"), None),
-    "sd2": ((OPENCLIP_PREFIX, "openclip"), None),
-    "sdxl": ((SDXL_CLIP_PREFIX, "clip"), (SDXL_OPENCLIP_PREFIX, "openclip")),
-    "sdxl_refiner": (None, (REFINER_OPENCLIP_PREFIX, "openclip")),
-}
 
 _UNET_TOP = {
     "conv_in": "input_blocks.0.0",
@@ -239,10 +231,13 @@ def to_ldm_state_dict(unet, vae, text_encoder, text_encoder_2=None, family: str 
     for key, tensor in vae.state_dict().items():
         name = vae_key(key, vae.config)
         out[name] = _vae_tensor(name, tensor.detach())
-    for module, tower in zip((text_encoder, text_encoder_2), TEXT_TOWERS[family]):
+    from .families import get_family
+
+    towers = get_family(family).towers
+    for module, tower in zip((text_encoder, text_encoder_2), towers):
         if (module is None) != (tower is None):
             got = [type(m).__name__ for m in (text_encoder, text_encoder_2)]
-            raise ValueError(f"{family} stores text towers {TEXT_TOWERS[family]}, got modules {got}")
+            raise ValueError(f"{family} stores text towers {towers}, got modules {got}")
         if module is not None:
-            out.update(text_tower_state_dict(module, *tower))
+            out.update(text_tower_state_dict(module, tower.prefix, tower.layout))
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import CheckpointError, CheckpointInfo, read_state_dict
-from .errors import UserError
+from ..errors import UserError
 
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 AUTOMATIC, NONE = "Automatic", "None"

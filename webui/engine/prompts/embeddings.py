@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import HashCache, file_sha256
+from ..models.checkpoints import HashCache, file_sha256
 from ..errors import UserError
 
 log = logging.getLogger(__name__)

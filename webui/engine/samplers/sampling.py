@@ -37,7 +37,9 @@ def _pick(value, setting):
     return setting if value is None else value
 
 
-def make_plan(params: GenerationParams, settings: Settings, denoiser: DiscreteEpsDenoiser, steps: int) -> Plan:
+def make_plan(params: GenerationParams, settings: Settings, denoiser: DiscreteEpsDenoiser, steps: int,
+              family=None) -> Plan:
+    """`family`: the model's ModelFamily, for its schedule tables (Align Your Steps); None = SD1.5's."""
     name, schedule_label = split_sampler_name(params.sampler_name, params.scheduler)
     sampler = get_sampler(name)
     if sampler.options.get("denoiser") == "lcm":
@@ -57,7 +59,8 @@ def make_plan(params: GenerationParams, settings: Settings, denoiser: DiscreteEp
             kwargs["eta"] = eta
             record["eta_ddim"] = eta if eta != 0 else None
     else:
-        sigmas, schedule_record = _sigmas(sampler, schedule_label, params, settings, denoiser, steps, extra)
+        sigmas, schedule_record = _sigmas(sampler, schedule_label, params, settings, denoiser, steps, extra,
+                                          family)
         record.update(schedule_record)
         eta = _pick(params.eta, settings.eta_ancestral)
         if "eta" in accepts:
@@ -88,7 +91,7 @@ CHURN_FUNCS = {"sample_euler", "sample_heun", "sample_dpm_2"}  # A1111's sampler
 CHURN_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
 
 
-def _sigmas(sampler, schedule_label, params, settings, denoiser, steps, extra):
+def _sigmas(sampler, schedule_label, params, settings, denoiser, steps, extra, family):
     discard = sampler.options.get("discard_next_to_last_sigma", False)
     if settings.always_discard_next_to_last_sigma and not discard:
         discard = True
@@ -120,7 +123,8 @@ def _sigmas(sampler, schedule_label, params, settings, denoiser, steps, extra):
             extra["Beta schedule alpha"] = str(settings.beta_dist_alpha)
             extra["Beta schedule beta"] = str(settings.beta_dist_beta)
         sigmas = schedules.get_sigmas(label, n, denoiser, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                                      beta_alpha=settings.beta_dist_alpha, beta_beta=settings.beta_dist_beta)
+                                      beta_alpha=settings.beta_dist_alpha, beta_beta=settings.beta_dist_beta,
+                                      ays_sigmas=family.ays_sigmas if family is not None else None)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     return sigmas.cpu(), record

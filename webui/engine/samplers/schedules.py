@@ -41,8 +41,6 @@ import torch
 
 # Align Your Steps (NVIDIA, https://research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html): the
 # published 10-step schedules (11 sigmas), as A1111 1.10.1 lists them.
-AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
-AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
 
 BETA_DIST_ALPHA = 0.6  # A1111 settings beta_dist_alpha / beta_dist_beta
 BETA_DIST_BETA = 0.6
@@ -63,7 +61,7 @@ def _zero_appended(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- the schedules
-# Each takes (n, sigma_min, sigma_max, **context) with context: denoiser, rho, arch, beta_alpha, beta_beta.
+# Each takes (n, sigma_min, sigma_max, **context) with context: denoiser, rho, ays_sigmas, beta_alpha, beta_beta.
 
 
 def uniform(n, sigma_min, sigma_max, *, denoiser, **_):
@@ -119,10 +117,13 @@ def kl_optimal(n, sigma_min, sigma_max, **_):
     return torch.tan(frac * alpha_min + (1.0 - frac) * alpha_max)
 
 
-def align_your_steps(n, sigma_min, sigma_max, *, arch="sd1", **_):
-    """NVIDIA's fixed 11-sigma table (SDXL's for SDXL models, SD1.5's otherwise), log-linearly resampled to n
-    points when n != 11, then 0. Ignores the model's sigmas and the sigma_min/max overrides, as A1111."""
-    table = AYS_SDXL if arch == "sdxl" else AYS_SD15
+def align_your_steps(n, sigma_min, sigma_max, *, ays_sigmas=None, **_):
+    """NVIDIA's fixed 11-sigma table of the model's family (ModelFamily.ays_sigmas; SD1.5's when none is given),
+    log-linearly resampled to n points when n != 11, then 0. Ignores the model's sigmas and the sigma_min/max
+    overrides, as A1111."""
+    if ays_sigmas is None:
+        from ..models.families.sd1 import AYS_SD15 as ays_sigmas
+    table = ays_sigmas
     if n == len(table):
         values = [*table, 0.0]
     else:
@@ -189,20 +190,19 @@ def find_schedule(name: str) -> Schedule:
 
 
 def get_sigmas(schedule_label: str, steps: int, denoiser, *, sigma_min: float | None = None,
-               sigma_max: float | None = None, rho: float | None = None, arch: str = "sd1",
+               sigma_max: float | None = None, rho: float | None = None, ays_sigmas=None,
                beta_alpha: float = BETA_DIST_ALPHA, beta_beta: float = BETA_DIST_BETA) -> torch.Tensor:
     """A1111's sigmas (float32, CPU) for `steps` steps of the named schedule.
 
     sigma_min / sigma_max / rho: A1111's settings; 0 or None means the model's value (rho: the schedule's own
-    default; rho is ignored by schedules without one). `arch` picks the Align Your Steps table ("sdxl" → SDXL's,
-    anything else → SD1.5's). discard_next_to_last_sigma is the caller's: ask for steps+1 and drop the penultimate.
+    default; rho is ignored by schedules without one). `ays_sigmas`: the model family's Align Your Steps table. discard_next_to_last_sigma is the caller's: ask for steps+1 and drop the penultimate.
     """
     schedule = find_schedule(schedule_label)
     if schedule.function is None:
         raise ValueError("the Automatic schedule is resolved by the caller (the sampler's default, or the model's)")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    context = {"denoiser": denoiser, "arch": arch, "beta_alpha": beta_alpha, "beta_beta": beta_beta}
+    context = {"denoiser": denoiser, "ays_sigmas": ays_sigmas, "beta_alpha": beta_alpha, "beta_beta": beta_beta}
     if schedule.default_rho != -1:
         context["rho"] = float(rho) if rho else schedule.default_rho
     lo = float(sigma_min) if sigma_min else float(denoiser.sigma_min)
