@@ -51,59 +51,82 @@ def launch_parser() -> argparse.ArgumentParser:
     return p
 
 
-def txt2img_parser(prog: str = "webui txt2img",
-                   description: str = "Generate images headless; prints each path.") -> argparse.ArgumentParser:
+# Option groups of the flags that GenerationParams fields declare (`cli_group`); None = the main options.
+FIELD_GROUPS = {"sampler": "sampler settings (default: the settings' values)", "img2img": "img2img"}
+
+
+def _range_text(d) -> str:
+    lo, hi = d.bounds()
+    if lo is None or hi is None or d.spec.names is not None:
+        return ""
+    multiple = f", a multiple of {d.spec.multiple_of}" if d.spec.multiple_of else ""
+    return f" ({lo}-{hi}{multiple})"
+
+
+def add_field_flags(parser: argparse.ArgumentParser, params_cls, groups: dict) -> None:
+    """One flag per field of `params_cls` that declares `cli`, into groups[its cli_group] (fields of other
+    groups are skipped). dest = the field name; a field coded by `names` takes the names; a bool is a switch."""
+    from .engine.fields import declared
+
+    for d in declared(params_cls):
+        spec = d.spec
+        if spec.cli is None or spec.cli_group not in groups:
+            continue
+        help_text = (spec.help or spec.label) + _range_text(d)
+        kwargs = {"dest": d.name, "help": help_text.replace("%", "%%")}  # argparse %-formats help
+        if d.kind is bool:
+            kwargs["action"] = "store_true"
+        elif spec.names is not None:
+            kwargs.update(choices=list(spec.names), default=spec.names[d.value_default])
+        else:
+            # None (unset: the setting's value) stays the default; img2img fields start at A1111's UI values.
+            kwargs.update(type=d.kind, default=d.value_default, choices=spec.choices)
+            if spec.choices is None:
+                kwargs["metavar"] = spec.cli.lstrip("-").replace("-", "_").upper()
+        groups[spec.cli_group].add_argument(spec.cli, **kwargs)
+
+
+def params_from_args(args: argparse.Namespace, params_cls=None):
+    """The request from parsed flags: every declared field whose flag the parser had, plus --ckpt."""
+    from .engine.fields import declared
     from .engine.params import GenerationParams
 
-    d = GenerationParams()
+    params_cls = params_cls or GenerationParams
+    values = {}
+    for d in declared(params_cls):
+        if d.spec.cli is not None and hasattr(args, d.name):
+            value = getattr(args, d.name)
+            values[d.name] = d.spec.names.index(value) if d.spec.names and isinstance(value, str) else value
+    return params_cls(**values, model=args.ckpt)
+
+
+def txt2img_parser(prog: str = "webui txt2img", description: str = "Generate images headless; prints each path.",
+                   params_cls=None) -> argparse.ArgumentParser:
+    """`params_cls`: GenerationParams (the default) or a subclass; its declared fields become the flags."""
+    from .engine.params import GenerationParams
+
     p = argparse.ArgumentParser(prog=prog, description=description)
     _add_common(p)
-    p.add_argument("--prompt", default=d.prompt)
-    p.add_argument("--negative-prompt", default=d.negative_prompt)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--sampler", default=d.sampler_name)
-    p.add_argument("--scheduler", default=d.scheduler)
-    p.add_argument("--cfg-scale", type=float, default=d.cfg_scale)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--width", type=int, default=d.width)
-    p.add_argument("--height", type=int, default=d.height)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--n-iter", type=int, default=d.n_iter, help="batch count")
-    p.add_argument("--subseed", type=int, default=d.subseed, help="variation seed (-1 = random)")
-    p.add_argument("--subseed-strength", type=float, default=d.subseed_strength, help="variation strength 0..1")
-    p.add_argument("--seed-resize-from-w", type=int, default=0, help="resize seed from width (0 = off)")
-    p.add_argument("--seed-resize-from-h", type=int, default=0, help="resize seed from height (0 = off)")
-    knobs = p.add_argument_group("sampler settings (default: the settings' values)")
-    knobs.add_argument("--eta", type=float, default=None, help="eta for ancestral/SDE samplers")
-    knobs.add_argument("--eta-ddim", type=float, default=None)
-    for knob in ("s-churn", "s-tmin", "s-tmax", "s-noise", "sigma-min", "sigma-max", "rho"):
-        knobs.add_argument(f"--{knob}", type=float, default=None)
-    knobs.add_argument("--ensd", type=int, default=None, help="eta noise seed delta")
-    knobs.add_argument("--rng", choices=["CPU", "GPU"], default=None, help="random number source")
-    p.add_argument("--vae", default=None, help="Automatic, None or a VAE file name (default: the setting)")
-    knobs.add_argument("--clip-skip", type=int, default=None, help="stop CLIP this many layers from the end (1-12)")
-    knobs.add_argument("--emphasis", choices=["Original", "No norm", "Ignore", "None"], default=None)
+    knobs = p.add_argument_group(FIELD_GROUPS["sampler"])
+    add_field_flags(p, params_cls or GenerationParams, {None: p, "sampler": knobs})
     return p
 
 
-def img2img_parser() -> argparse.ArgumentParser:
+def img2img_parser(params_cls=None) -> argparse.ArgumentParser:
     from .engine.imaging.ops import RESIZE_MODES
-    from .engine.params import MASKED_CONTENT
+    from .engine.params import GenerationParams
 
+    params_cls = params_cls or GenerationParams
     p = txt2img_parser("webui img2img", "img2img / inpainting headless; prints each path. Unset options take "
-                                        "A1111's UI defaults.")
-    g = p.add_argument_group("img2img")
+                                        "A1111's UI defaults.", params_cls)
+    g = p.add_argument_group(FIELD_GROUPS["img2img"])
+    # Not request fields (the images, "Resize by"), or (resize mode) one whose names live in imaging/ops.py.
     g.add_argument("--init-image", type=Path, required=True, help="the image to start from")
     g.add_argument("--mask", type=Path, default=None, help="inpainting mask: white = regenerate")
-    g.add_argument("--denoising-strength", type=float, default=0.75)
     g.add_argument("--resize-mode", default="Just resize", help=f"one of {', '.join(RESIZE_MODES)} (or 0-3)")
     g.add_argument("--scale", type=float, default=None,
                    help="resize by this factor instead of --width/--height (A1111's 'Resize by')")
-    g.add_argument("--mask-blur", type=int, default=4)
-    g.add_argument("--invert-mask", action="store_true", help='mask mode "Inpaint not masked"')
-    g.add_argument("--masked-content", choices=MASKED_CONTENT, default="original")
-    g.add_argument("--only-masked", action="store_true", help='inpaint area "Only masked" (default: whole picture)')
-    g.add_argument("--only-masked-padding", type=int, default=32)
+    add_field_flags(p, params_cls, {"img2img": g})
     return p
 
 
@@ -128,20 +151,6 @@ def _manager(args):
                            lora_dir=args.lora_dir)
 
 
-def _params(args):
-    from .engine.params import GenerationParams
-
-    return GenerationParams(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps, sampler_name=args.sampler,
-        scheduler=args.scheduler, cfg_scale=args.cfg_scale, seed=args.seed, width=args.width,
-        height=args.height, batch_size=args.batch_size, n_iter=args.n_iter, model=args.ckpt,
-        subseed=args.subseed, subseed_strength=args.subseed_strength, seed_resize_from_w=args.seed_resize_from_w,
-        seed_resize_from_h=args.seed_resize_from_h, eta=args.eta, eta_ddim=args.eta_ddim, s_churn=args.s_churn,
-        s_tmin=args.s_tmin, s_tmax=args.s_tmax, s_noise=args.s_noise, sigma_min=args.sigma_min,
-        sigma_max=args.sigma_max, rho=args.rho, ensd=args.ensd, rng=args.rng, clip_skip=args.clip_skip,
-        emphasis=args.emphasis, vae=args.vae)
-
-
 def _report(processed) -> int:
     for warning in processed.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -153,22 +162,17 @@ def _report(processed) -> int:
 def run_txt2img(argv: list[str]) -> int:
     args = txt2img_parser().parse_args(argv)
     _, outdir = _paths(args)
-    return _report(_manager(args).txt2img(_params(args), outdir))
+    return _report(_manager(args).txt2img(params_from_args(args), outdir))
 
 
 def run_img2img(argv: list[str]) -> int:
     args = img2img_parser().parse_args(argv)
-    from .engine.img2img import MAX_INIT_PIXELS
+    from .engine.jobs.img2img import MAX_INIT_PIXELS
     from .engine.imaging.ops import open_image, open_mask, resize_mode_index
-    from .engine.params import MASKED_CONTENT
 
     init = open_image(args.init_image, MAX_INIT_PIXELS)
     mask = open_mask(args.mask, MAX_INIT_PIXELS) if args.mask else None
-    params = _params(args).replace(
-        denoising_strength=args.denoising_strength, resize_mode=resize_mode_index(args.resize_mode),
-        mask_blur=args.mask_blur, inpainting_mask_invert=args.invert_mask,
-        inpainting_fill=MASKED_CONTENT.index(args.masked_content), inpaint_full_res=args.only_masked,
-        inpaint_full_res_padding=args.only_masked_padding)
+    params = params_from_args(args).replace(resize_mode=resize_mode_index(args.resize_mode))
     if args.scale is not None:
         from .engine.imaging.ops import scale_to_size
 

@@ -6,10 +6,12 @@ The writer reproduces `processing.create_infotext` byte for byte; the reader rep
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 
-from .params import MASKED_CONTENT, GenerationParams
+from .fields import Declared, declared
+from .params import GenerationParams
 
 VERSION = "gouache-0.1.0"
 
@@ -20,6 +22,13 @@ FIXED_KEYS = (
     "Variation seed", "Variation seed strength", "Seed resize from", "Denoising strength",
     "Conditional mask weight", "Clip skip", "ENSD", "Token merging ratio", "Token merging ratio hr",
     "Init image hash", "RNG", "Tiling",
+)
+# The typed fields A1111 puts in p.extra_generation_params, in the order it sets them: Img2Img.init's
+# inpainting fields, then the sampler's (sd_samplers_common / sd_samplers_kdiffusion).
+EXTRA_KEYS = (
+    "Mask mode", "Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Noise multiplier",
+    "Emphasis", "Schedule min sigma", "Schedule max sigma", "Schedule rho", "Eta", "Eta DDIM",
+    "Sigma churn", "Sigma tmin", "Sigma tmax", "Sigma noise",
 )
 TAIL_KEYS = ("Version", "User")
 
@@ -48,43 +57,44 @@ def _field(key: str, value) -> str:
     return f"{key}: {v}"
 
 
-def _typed_fields(p: GenerationParams) -> dict:
-    """Infotext values of the typed request fields; None = not written (A1111 writes these only then)."""
+def _declared_fields(p: GenerationParams) -> dict:
+    """Infotext values of the fields that declare a one-to-one `infotext` key (params.py); None = not written:
+    unset, one of the values A1111 leaves out (`infotext_omit`), or an index outside its `names`."""
+    out = {}
+    for d in declared(type(p)):
+        key, value = d.spec.infotext, getattr(p, d.name)
+        if key is None:
+            continue
+        if value is None or value in d.spec.infotext_omit:
+            value = None
+        elif d.spec.names is not None:  # an index (a bool is 0 or 1)
+            names = d.spec.names
+            value = names[value] if isinstance(value, int) and 0 <= value < len(names) else None
+        out[key] = value
+    return out
+
+
+def _special_fields(p: GenerationParams) -> dict:
+    """The values A1111 writes from more than one field, or only depending on another field."""
     varied = p.subseed_strength != 0
     resized = p.seed_resize_from_w > 0 and p.seed_resize_from_h > 0
     return {
-        "Steps": p.steps, "Sampler": p.sampler_name, "Schedule type": p.scheduler, "CFG scale": p.cfg_scale,
-        "Seed": p.seed, "Size": f"{p.width}x{p.height}", "Model hash": p.model_hash, "Model": p.model,
-        "VAE hash": p.vae_hash, "VAE": p.vae,
+        "Size": f"{p.width}x{p.height}",
         "Variation seed": p.subseed if varied else None,
         "Variation seed strength": p.subseed_strength if varied else None,
         "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if resized else None,
-        "ENSD": p.ensd or None,
-        "RNG": p.rng if p.rng != "GPU" else None,
-        "Clip skip": p.clip_skip if p.clip_skip and p.clip_skip > 1 else None,
-        "Denoising strength": p.denoising_strength,
-        "Conditional mask weight": p.inpainting_mask_weight,
-        # A1111's Img2Img.init sets these in this order (extra_generation_params)
-        "Mask mode": "Inpaint not masked" if p.inpainting_mask_invert else None,
-        "Mask blur": p.mask_blur or None,
-        "Inpaint area": "Only masked" if p.inpaint_full_res else None,
+        "Clip skip": p.clip_skip if p.clip_skip and p.clip_skip > 1 else None,  # 1 is the model's own last layer
         "Masked area padding": p.inpaint_full_res_padding if p.inpaint_full_res else None,
-        "Masked content": MASKED_CONTENT[p.inpainting_fill] if p.inpainting_fill in (0, 2, 3) else None,
-        "Noise multiplier": p.initial_noise_multiplier if p.initial_noise_multiplier not in (None, 1.0) else None,
-        "Emphasis": p.emphasis,
-        # Set by the sampler in A1111's sampler code, hence among extra_generation_params, in this order.
-        "Schedule min sigma": p.sigma_min, "Schedule max sigma": p.sigma_max, "Schedule rho": p.rho,
-        "Eta": p.eta, "Eta DDIM": p.eta_ddim,
-        "Sigma churn": p.s_churn, "Sigma tmin": p.s_tmin, "Sigma tmax": p.s_tmax, "Sigma noise": p.s_noise,
     }
 
 
 def format_infotext(params: GenerationParams) -> str:
     """One image's infotext, as A1111 1.10.1 writes it."""
     p = params
-    typed = _typed_fields(p)
-    fields = {k: typed.get(k) for k in FIXED_KEYS}
-    fields.update((k, v) for k, v in typed.items() if k not in fields)
+    typed = {**_declared_fields(p), **_special_fields(p)}
+    # Every known key holds its place even when unset, so an unconvertible value kept in `extra` lands there.
+    fields = {k: typed.get(k) for k in (*FIXED_KEYS, *EXTRA_KEYS)}
+    fields.update((k, v) for k, v in typed.items() if k not in fields)  # fields A1111 lacks: declaration order
     # Like A1111's `**p.extra_generation_params`: a fixed key keeps its place and takes extra's value
     # (so an unconvertible `Steps: abc` read back into extra is written back verbatim); others append.
     fields.update((k, v) for k, v in p.extra.items() if k not in TAIL_KEYS)
@@ -127,47 +137,30 @@ def _size(v: str, w_name: str = "width", h_name: str = "height") -> dict:
     return {w_name: int(w), h_name: int(h)}
 
 
-# Infotext key -> typed fields; a converter that raises leaves the value in `extra`.
-_TYPED = {
-    "Steps": lambda v: {"steps": int(v)},
-    "Sampler": lambda v: {"sampler_name": v},
-    "Schedule type": lambda v: {"scheduler": v},
-    "CFG scale": lambda v: {"cfg_scale": float(v)},
-    "Seed": lambda v: {"seed": int(v)},
-    "Size": _size,
-    "Model hash": lambda v: {"model_hash": v},
-    "Model": lambda v: {"model": v},
-    "VAE hash": lambda v: {"vae_hash": v},
-    "VAE": lambda v: {"vae": v},
-    "Variation seed": lambda v: {"subseed": int(v)},
-    "Variation seed strength": lambda v: {"subseed_strength": float(v)},
-    "Seed resize from": lambda v: _size(v, "seed_resize_from_w", "seed_resize_from_h"),
-    "ENSD": lambda v: {"ensd": int(v)},
-    "RNG": lambda v: {"rng": v},
-    "Clip skip": lambda v: {"clip_skip": int(v)},
-    "Emphasis": lambda v: {"emphasis": v},
-    "Schedule min sigma": lambda v: {"sigma_min": float(v)},
-    "Schedule max sigma": lambda v: {"sigma_max": float(v)},
-    "Schedule rho": lambda v: {"rho": float(v)},
-    "Eta": lambda v: {"eta": float(v)},
-    "Eta DDIM": lambda v: {"eta_ddim": float(v)},
-    "Sigma churn": lambda v: {"s_churn": float(v)},
-    "Sigma tmin": lambda v: {"s_tmin": float(v)},
-    "Sigma tmax": lambda v: {"s_tmax": float(v)},
-    "Sigma noise": lambda v: {"s_noise": float(v)},
-    "Denoising strength": lambda v: {"denoising_strength": float(v)},
-    "Conditional mask weight": lambda v: {"inpainting_mask_weight": float(v)},
-    "Mask mode": lambda v: {"inpainting_mask_invert": {"Inpaint masked": False, "Inpaint not masked": True}[v]},
-    "Mask blur": lambda v: {"mask_blur": int(v)},
-    "Inpaint area": lambda v: {"inpaint_full_res": {"Whole picture": False, "Only masked": True}[v]},
-    "Masked area padding": lambda v: {"inpaint_full_res_padding": int(v)},
-    "Masked content": lambda v: {"inpainting_fill": MASKED_CONTENT.index(v)},
-    "Noise multiplier": lambda v: {"initial_noise_multiplier": float(v)},
-}
+def _converter(d: Declared):
+    """Infotext text → the field's value; raises ValueError/KeyError when it does not convert."""
+    names, kind = d.spec.names, d.kind
+    if names is not None:
+        return (lambda v: bool(names.index(v))) if kind is bool else names.index
+    if kind is bool:
+        return {"True": True, "False": False}.__getitem__
+    return kind if kind in (int, float) else str
 
 
-def parse_infotext(text: str) -> GenerationParams:
-    """A1111's reader; never raises: unreadable text becomes the prompt, unreadable fields go to extra."""
+@functools.cache
+def _readers(cls) -> dict:
+    """Infotext key -> (text -> {field: value}) for `cls`; a reader that raises leaves the value in `extra`."""
+    readers = {"Size": _size,
+               "Seed resize from": lambda v: _size(v, "seed_resize_from_w", "seed_resize_from_h")}
+    for d in declared(cls):
+        if d.spec.infotext is not None:
+            readers[d.spec.infotext] = lambda v, name=d.name, convert=_converter(d): {name: convert(v)}
+    return readers
+
+
+def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) -> GenerationParams:
+    """A1111's reader; never raises: unreadable text becomes the prompt, unreadable fields go to extra.
+    `cls`: GenerationParams or a subclass whose extra declared fields are read too."""
     lines = (text or "").strip().split("\n")
     fields = _parse_fields(lines[-1])
     if fields is not None:
@@ -180,10 +173,11 @@ def parse_infotext(text: str) -> GenerationParams:
             break
     # A1111's reader defaults: missing Schedule type is "Automatic", missing RNG is "GPU" (only other
     # sources are written).
-    p = GenerationParams(prompt=prompt, negative_prompt=neg, scheduler="Automatic", rng="GPU")
+    p = cls(prompt=prompt, negative_prompt=neg, scheduler="Automatic", rng="GPU")
+    readers = _readers(cls)
     for k, v in fields or ():
         try:
-            changes = _TYPED[k](v) if k in _TYPED else None
+            changes = readers[k](v) if k in readers else None
         except (ValueError, AttributeError, KeyError):
             changes = None
         if changes is None:

@@ -1,10 +1,15 @@
-"""The one typed request that the UI, the CLI, the API and the infotext codec share."""
+"""The one typed request that the UI, the CLI, the API and the infotext codec share.
+
+Each field is declared once, with its label, bounds, infotext key and CLI flag (fields.param); validation,
+the schema, the CLI flags, the infotext codec and the UI sliders are generated from these declarations.
+Adding a field is one `name: type = param(...)` line here plus the code that uses the value."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .errors import UserError
+from . import fields
+from .fields import InvalidParams, param  # noqa: F401  (InvalidParams: imported from here by callers)
 
 # A1111's UI limits (modules/ui.py); the same bounds guard the CLI and the API.
 SIZE_MIN, SIZE_MAX, SIZE_STEP = 64, 2048, 8
@@ -13,64 +18,117 @@ CFG_MAX = 30.0
 BATCH_SIZE_MAX = 8
 BATCH_COUNT_MAX = 100
 SEED_MAX = 2**32 - 1
+CLIP_SKIP_MAX = 12
 MASK_BLUR_MAX = 64
 PADDING_MAX = 256
+NOISE_MULTIPLIER_MAX = 1.5
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")  # inpainting_fill index → name
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # inpainting_mask_invert False / True
+INPAINT_AREAS = ("Whole picture", "Only masked")  # inpaint_full_res False / True
+RNG_SOURCES = ("CPU", "GPU")
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 
-
-class InvalidParams(UserError, ValueError):
-    """A request field is out of range; the message names the field and the allowed range."""
+_SAMPLER, _IMG2IMG = "sampler", "img2img"  # CLI option groups (webui/cli.py)
 
 
 @dataclass
 class GenerationParams:
-    prompt: str = ""
-    negative_prompt: str = ""
-    steps: int = 20
-    sampler_name: str = "DPM++ 2M"  # A1111's UI default
-    scheduler: str = "Automatic"
-    cfg_scale: float = 7.0
-    seed: int = -1  # -1 = random
-    width: int = 512
-    height: int = 512
-    batch_size: int = 1
-    n_iter: int = 1  # "Batch count"
+    prompt: str = param("", label="Prompt", cli="--prompt")
+    negative_prompt: str = param("", label="Negative prompt", cli="--negative-prompt")
+    steps: int = param(20, label="Sampling steps", noun="steps", minimum=1, maximum=STEPS_MAX, step=1,
+                       infotext="Steps", cli="--steps")
+    sampler_name: str = param("DPM++ 2M", label="Sampling method", infotext="Sampler", cli="--sampler")
+    scheduler: str = param("Automatic", label="Schedule type", infotext="Schedule type", cli="--scheduler")
+    cfg_scale: float = param(7.0, label="CFG Scale", noun="CFG scale", minimum=0.0, maximum=CFG_MAX, step=0.5,
+                             infotext="CFG scale", cli="--cfg-scale")
+    seed: int = param(-1, label="Seed", minimum=0, maximum=SEED_MAX, sentinel=-1, infotext="Seed", cli="--seed",
+                      help="seed, -1 = random")
+    # Width × height: infotext "Size: WxH" (infotext.py).
+    width: int = param(512, label="Width", minimum=SIZE_MIN, maximum=SIZE_MAX, step=SIZE_STEP,
+                       multiple_of=SIZE_STEP, cli="--width")
+    height: int = param(512, label="Height", minimum=SIZE_MIN, maximum=SIZE_MAX, step=SIZE_STEP,
+                        multiple_of=SIZE_STEP, cli="--height")
+    batch_size: int = param(1, label="Batch size", minimum=1, maximum=BATCH_SIZE_MAX, step=1, cli="--batch-size")
+    n_iter: int = param(1, label="Batch count", minimum=1, maximum=BATCH_COUNT_MAX, step=1, cli="--n-iter",
+                        help="batch count")
     # Variation seed ("subseed"), A1111 semantics: noise = slerp(strength, noise(seed), noise(subseed)).
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    seed_resize_from_w: int = 0  # 0 = off
-    seed_resize_from_h: int = 0
+    # Both are written to infotext only when the strength is not 0 (infotext.py).
+    subseed: int = param(-1, label="Variation seed", minimum=0, maximum=SEED_MAX, sentinel=-1,
+                         infotext="Variation seed", cli="--subseed", help="variation seed, -1 = random")
+    subseed_strength: float = param(0.0, label="Variation strength", minimum=0.0, maximum=1.0, step=0.01,
+                                    infotext="Variation seed strength", cli="--subseed-strength",
+                                    help="variation strength")
+    # 0 = off; infotext "Seed resize from: WxH" when both are set (infotext.py). Not a multiple of 8: any size.
+    seed_resize_from_w: int = param(0, label="Resize seed from width", minimum=0, maximum=SIZE_MAX, step=SIZE_STEP,
+                                    cli="--seed-resize-from-w", help="resize seed from width, 0 = off")
+    seed_resize_from_h: int = param(0, label="Resize seed from height", minimum=0, maximum=SIZE_MAX, step=SIZE_STEP,
+                                    cli="--seed-resize-from-h", help="resize seed from height, 0 = off")
     # Sampler knobs; None = the current setting (engine/settings.py). Infotext carries the values used.
-    eta: float | None = None  # "Eta": ancestral and SDE samplers
-    eta_ddim: float | None = None  # "Eta DDIM"
-    s_churn: float | None = None
-    s_tmin: float | None = None
-    s_tmax: float | None = None
-    s_noise: float | None = None
-    ensd: int | None = None  # "Eta noise seed delta"
-    rng: str | None = None  # "CPU" or "GPU"
-    sigma_min: float | None = None  # "Schedule min sigma"
-    sigma_max: float | None = None
-    rho: float | None = None
-    clip_skip: int | None = None  # 1–12; "Clip skip"
-    emphasis: str | None = None  # "Original", "No norm", "Ignore", "None"
+    eta: float | None = param(None, label="Eta", infotext="Eta", cli="--eta", cli_group=_SAMPLER,
+                              help="eta for ancestral/SDE samplers")
+    eta_ddim: float | None = param(None, label="Eta DDIM", infotext="Eta DDIM", cli="--eta-ddim", cli_group=_SAMPLER)
+    s_churn: float | None = param(None, label="Sigma churn", infotext="Sigma churn", cli="--s-churn",
+                                  cli_group=_SAMPLER)
+    s_tmin: float | None = param(None, label="Sigma tmin", infotext="Sigma tmin", cli="--s-tmin", cli_group=_SAMPLER)
+    s_tmax: float | None = param(None, label="Sigma tmax", infotext="Sigma tmax", cli="--s-tmax", cli_group=_SAMPLER)
+    s_noise: float | None = param(None, label="Sigma noise", infotext="Sigma noise", cli="--s-noise",
+                                  cli_group=_SAMPLER)
+    ensd: int | None = param(None, label="Eta noise seed delta", infotext="ENSD", infotext_omit=(0,), cli="--ensd",
+                             cli_group=_SAMPLER, help="eta noise seed delta")
+    rng: str | None = param(None, label="Random number generator source", noun="RNG source", choices=RNG_SOURCES,
+                            infotext="RNG", infotext_omit=("GPU",), cli="--rng", cli_group=_SAMPLER,
+                            help="random number source")
+    sigma_min: float | None = param(None, label="Schedule min sigma", infotext="Schedule min sigma",
+                                    cli="--sigma-min", cli_group=_SAMPLER)
+    sigma_max: float | None = param(None, label="Schedule max sigma", infotext="Schedule max sigma",
+                                    cli="--sigma-max", cli_group=_SAMPLER)
+    rho: float | None = param(None, label="Schedule rho", infotext="Schedule rho", cli="--rho", cli_group=_SAMPLER)
+    # Written to infotext only above 1 (infotext.py).
+    clip_skip: int | None = param(None, label="Clip skip", minimum=1, maximum=CLIP_SKIP_MAX, infotext="Clip skip",
+                                  cli="--clip-skip", cli_group=_SAMPLER,
+                                  help="stop CLIP this many layers from the end")
+    emphasis: str | None = param(None, label="Emphasis", choices=EMPHASIS_MODES, infotext="Emphasis",
+                                 cli="--emphasis", cli_group=_SAMPLER, help="emphasis mode")
     # The checkpoint: a name, title, hash or path to load; on written infotext, the loaded model's name.
-    model: str | None = None
-    model_hash: str | None = None
-    vae: str | None = None  # None = the setting; infotext "VAE" (an external VAE's file name)
-    vae_hash: str | None = None
-    # img2img / inpainting (None = not used: not written to infotext). A1111 UI defaults in comments.
-    denoising_strength: float | None = None  # 0.75
-    resize_mode: int = 0  # 0 Just resize, 1 Crop and resize, 2 Resize and fill, 3 Just resize (latent upscale)
-    mask_blur: int | None = None  # 4
-    inpainting_mask_invert: bool = False  # "Mask mode": Inpaint masked / Inpaint not masked
-    inpainting_fill: int | None = None  # "Masked content": 0 fill, 1 original (default), 2 latent noise, 3 latent nothing
-    inpaint_full_res: bool = False  # "Inpaint area": Whole picture / Only masked
-    inpaint_full_res_padding: int | None = None  # "Only masked padding, pixels": 32
-    inpainting_mask_weight: float | None = None  # "Conditional mask weight" (inpainting models); the setting's
-    initial_noise_multiplier: float | None = None  # "Noise multiplier"; the setting's
+    # Its CLI flag is --ckpt, shared with the UI launcher (webui/cli.py).
+    model: str | None = param(None, label="Stable Diffusion checkpoint", infotext="Model")
+    model_hash: str | None = param(None, label="Model hash", infotext="Model hash")
+    vae: str | None = param(None, label="SD VAE", infotext="VAE", cli="--vae",  # an external VAE's file name
+                            help="Automatic, None or a VAE file name (default: the setting)")
+    vae_hash: str | None = param(None, label="VAE hash", infotext="VAE hash")
+    # img2img / inpainting (None = not used: not written to infotext); ui_default = A1111's UI default.
+    denoising_strength: float | None = param(None, label="Denoising strength", minimum=0.0, maximum=1.0, step=0.01,
+                                             ui_default=0.75, infotext="Denoising strength",
+                                             cli="--denoising-strength", cli_group=_IMG2IMG)
+    # 0 Just resize, 1 Crop and resize, 2 Resize and fill, 3 Just resize (latent upscale): the names live with
+    # the resizing code (imaging/ops.RESIZE_MODES), which the CLI and UI use for this field.
+    resize_mode: int = param(0, label="Resize mode", minimum=0, maximum=3)
+    mask_blur: int | None = param(None, label="Mask blur", minimum=0, maximum=MASK_BLUR_MAX, step=1, ui_default=4,
+                                  infotext="Mask blur", infotext_omit=(0,), cli="--mask-blur", cli_group=_IMG2IMG)
+    inpainting_mask_invert: bool = param(False, label="Mask mode", names=MASK_MODES, infotext="Mask mode",
+                                         infotext_omit=(False,), cli="--invert-mask", cli_group=_IMG2IMG,
+                                         help='mask mode "Inpaint not masked"')
+    inpainting_fill: int | None = param(None, label="Masked content", names=MASKED_CONTENT, ui_default=1,
+                                        infotext="Masked content", infotext_omit=(1,), cli="--masked-content",
+                                        cli_group=_IMG2IMG, help="what the masked area starts from")
+    inpaint_full_res: bool = param(False, label="Inpaint area", names=INPAINT_AREAS, infotext="Inpaint area",
+                                   infotext_omit=(False,), cli="--only-masked", cli_group=_IMG2IMG,
+                                   help='inpaint area "Only masked" (default: whole picture)')
+    # Written to infotext only with "Only masked" (infotext.py).
+    inpaint_full_res_padding: int | None = param(None, label="Only masked padding, pixels",
+                                                 noun="only masked padding", minimum=0, maximum=PADDING_MAX, step=4,
+                                                 ui_default=32, infotext="Masked area padding",
+                                                 cli="--only-masked-padding", cli_group=_IMG2IMG)
+    # Inpainting models; None = the setting's.
+    inpainting_mask_weight: float | None = param(None, label="Conditional mask weight", minimum=0.0, maximum=1.0,
+                                                 infotext="Conditional mask weight")
+    initial_noise_multiplier: float | None = param(None, label="Noise multiplier for img2img",
+                                                   noun="noise multiplier", minimum=0.0,
+                                                   maximum=NOISE_MULTIPLIER_MAX, infotext="Noise multiplier",
+                                                   infotext_omit=(1.0,))
     # Infotext fields this version does not model, verbatim and in order (e.g. "Hires upscale", "Version").
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = param(default_factory=dict, label="Other infotext fields",
+                                  help="infotext fields this version does not model, written back verbatim")
 
     def replace(self, **changes) -> GenerationParams:
         changes.setdefault("extra", dict(self.extra))
@@ -78,43 +136,10 @@ class GenerationParams:
 
     def validate(self) -> GenerationParams:
         """Raise InvalidParams with a message a user can act on; return self for chaining."""
-        def check_range(name, value, lo, hi):
-            if not lo <= value <= hi:
-                raise InvalidParams(f"{name} must be between {lo} and {hi}, got {value}")
-
-        check_range("steps", self.steps, 1, STEPS_MAX)
-        check_range("CFG scale", self.cfg_scale, 0.0, CFG_MAX)
-        check_range("batch size", self.batch_size, 1, BATCH_SIZE_MAX)
-        check_range("batch count", self.n_iter, 1, BATCH_COUNT_MAX)
-        for name, value in (("width", self.width), ("height", self.height)):
-            check_range(name, value, SIZE_MIN, SIZE_MAX)
-            if value % SIZE_STEP:
-                raise InvalidParams(f"{name} must be a multiple of {SIZE_STEP}, got {value}")
-        if self.seed != -1:
-            check_range("seed", self.seed, 0, SEED_MAX)
-        if self.subseed != -1:
-            check_range("variation seed", self.subseed, 0, SEED_MAX)
-        check_range("variation strength", self.subseed_strength, 0.0, 1.0)
-        for name, value in (("resize seed from width", self.seed_resize_from_w),
-                            ("resize seed from height", self.seed_resize_from_h)):
-            check_range(name, value, 0, SIZE_MAX)
-        if self.clip_skip is not None:
-            check_range("clip skip", self.clip_skip, 1, 12)
-        if self.emphasis is not None and self.emphasis not in ("Original", "No norm", "Ignore", "None"):
-            raise InvalidParams(f"emphasis must be one of Original, No norm, Ignore, None; got {self.emphasis!r}")
-        if self.denoising_strength is not None:
-            check_range("denoising strength", self.denoising_strength, 0.0, 1.0)
-        check_range("resize mode", self.resize_mode, 0, 3)
-        if self.mask_blur is not None:
-            check_range("mask blur", self.mask_blur, 0, MASK_BLUR_MAX)
-        if self.inpainting_fill is not None:
-            check_range("masked content", self.inpainting_fill, 0, 3)
-        if self.inpaint_full_res_padding is not None:
-            check_range("only masked padding", self.inpaint_full_res_padding, 0, PADDING_MAX)
-        if self.inpainting_mask_weight is not None:
-            check_range("conditional mask weight", self.inpainting_mask_weight, 0.0, 1.0)
-        if self.initial_noise_multiplier is not None:
-            check_range("noise multiplier", self.initial_noise_multiplier, 0.0, 1.5)
-        if self.rng is not None and self.rng not in ("CPU", "GPU"):
-            raise InvalidParams(f"RNG source must be CPU or GPU, got {self.rng!r}")
+        fields.validate(self)
         return self
+
+    @classmethod
+    def schema(cls) -> dict:
+        """{field name: {type, default, minimum, maximum, choices, label, help, api, ...}} (fields.schema)."""
+        return fields.schema(cls)

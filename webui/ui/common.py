@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..engine import params as limits
 from ..engine.errors import UserError
+from ..engine.fields import declared_field
+from ..engine.params import GenerationParams
 
 
 def user_errors_as_gradio(fn):
@@ -20,6 +21,27 @@ def user_errors_as_gradio(fn):
         except UserError as e:
             raise gr.Error(str(e)) from e
     return wrapped
+
+
+def slider_for(name: str, params_cls=GenerationParams, **overrides) -> gr.Slider:
+    """A gr.Slider for a request field: range, step, label and starting value from its declaration
+    (params.py); `overrides` are gr.Slider arguments, for where A1111's slider differs from the bounds."""
+    d = declared_field(params_cls, name)
+    lo, hi = d.bounds()
+    step = d.spec.step or (1 if d.kind is int else 0.01)
+    kwargs = dict(minimum=lo, maximum=hi, step=step, value=d.value_default, label=d.spec.label)
+    return gr.Slider(**{**kwargs, **overrides})
+
+
+def radio_for(name: str, params_cls=GenerationParams, **overrides) -> gr.Radio:
+    """A gr.Radio of a field coded by `names` (Mask mode, Masked content, ...), starting at its default."""
+    d = declared_field(params_cls, name)
+    kwargs = dict(choices=list(d.spec.names), value=d.spec.names[d.value_default], label=d.spec.label)
+    return gr.Radio(**{**kwargs, **overrides})
+
+
+def label_of(name: str, params_cls=GenerationParams) -> str:
+    return declared_field(params_cls, name).spec.label
 
 
 @dataclass
@@ -39,20 +61,19 @@ class SeedControls:
 def seed_controls(last: gr.State) -> SeedControls:
     """A1111's seed row (🎲 random, ♻️ the last job's seed from `last["seeds"]`) and its "Extra" accordion:
     variation seed and strength, resize seed from width/height."""
-    d = limits.GenerationParams()
+    d = GenerationParams()
     with gr.Row():
-        seed = gr.Number(value=d.seed, precision=0, label="Seed", scale=4)
+        seed = gr.Number(value=d.seed, precision=0, label=label_of("seed"), scale=4)
         random_seed = gr.Button("🎲", scale=0, min_width=40)
         reuse_seed = gr.Button("♻️", scale=0, min_width=40)
     with gr.Accordion("Extra", open=False):
         with gr.Row():
-            subseed = gr.Number(value=d.subseed, precision=0, label="Variation seed", scale=4)
+            subseed = gr.Number(value=d.subseed, precision=0, label=label_of("subseed"), scale=4)
             random_subseed = gr.Button("🎲", scale=0, min_width=40)
-            subseed_strength = gr.Slider(0, 1, value=d.subseed_strength, step=0.01, label="Variation strength",
-                                         scale=4)
+            subseed_strength = slider_for("subseed_strength", scale=4)
         with gr.Row():
-            resize_w = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP, label="Resize seed from width")
-            resize_h = gr.Slider(0, limits.SIZE_MAX, value=0, step=limits.SIZE_STEP, label="Resize seed from height")
+            resize_w = slider_for("seed_resize_from_w")
+            resize_h = slider_for("seed_resize_from_h")
     random_seed.click(lambda: -1, outputs=seed, queue=False, api_name=False)
     random_subseed.click(lambda: -1, outputs=subseed, queue=False, api_name=False)
     reuse_seed.click(lambda state, current: state["seeds"][0] if state["seeds"] else current,

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from ..engine import params as limits
 from ..engine import samplers
 from ..engine.errors import UserError
 from ..engine.imaging.ops import RESIZE_MODES, flatten, scale_to_size
 from ..engine.manager import PipelineManager
 from ..engine.imaging.masks import mask_to_l
-from ..engine.params import MASKED_CONTENT, GenerationParams
+from ..engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, GenerationParams
 from . import lora_browser
-from .common import seed_controls, user_errors_as_gradio
+from .common import label_of, radio_for, seed_controls, slider_for, user_errors_as_gradio
 
 # A1111's sub-tabs in A1111's order (the index is A1111's `mode`); "Batch" is not built.
 MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload"]
@@ -28,11 +28,7 @@ IMG2IMG, SKETCH, INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD = MODES
 INPAINT_MODES = (INPAINT, INPAINT_SKETCH, INPAINT_UPLOAD)
 TAB_IDS = {IMG2IMG: "img2img_img2img_tab", SKETCH: "img2img_sketch_tab", INPAINT: "img2img_inpaint_tab",
            INPAINT_SKETCH: "img2img_inpaint_sketch_tab", INPAINT_UPLOAD: "img2img_inpaint_upload_tab"}
-MASK_MODES = ["Inpaint masked", "Inpaint not masked"]  # inpainting_mask_invert 0 / 1
-INPAINT_AREAS = ["Whole picture", "Only masked"]  # inpaint_full_res False / True
 SIZE_MODES = ["Resize to", "Resize by"]
-# A1111's UI defaults (the engine's defaults for unset fields are the same).
-DEFAULT_STRENGTH, DEFAULT_MASK_BLUR, DEFAULT_FILL, DEFAULT_PADDING = 0.75, 4, "original", 32
 
 
 # --- editor values → (init image, mask) ----------------------------------------------------------------
@@ -250,81 +246,121 @@ def _editor(label: str, elem_id: str, brush: gr.Brush | None = None) -> gr.Image
 
 def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None = None) -> Img2ImgTab:
     """Build the tab's contents inside the current gr.Tab."""
-    last = gr.State({"infotexts": [], "seeds": []})
+    # One namespace for the panel builders and the wiring, so each helper takes only what it builds or reads.
+    ui = SimpleNamespace(last=gr.State({"infotexts": [], "seeds": []}))
     outdir = Path(outdir)
-    d = GenerationParams()
+    _prompt_panel(ui, manager)
+    with gr.Row():
+        with gr.Column():
+            _input_tabs(ui)
+            _sampling_controls(ui)
+            _inpaint_controls(ui)
+        _output_panel(ui)
+    _wire_generate(ui, manager, outdir, checkpoint)
+    _wire_mode_switching(ui)
+    _wire_resize_note(ui)
+    _wire_tokens_and_gallery(ui, manager)
+
+    return Img2ImgTab(
+        tabs=ui.tabs, tab_ids=dict(TAB_IDS), mode=ui.mode, init_image=ui.init_image, sketch=ui.sketch,
+        inpaint=ui.inpaint, inpaint_sketch=ui.inpaint_sketch, inpaint_image=ui.inpaint_image,
+        inpaint_mask=ui.inpaint_mask, prompt=ui.prompt, negative_prompt=ui.negative, sampler=ui.sampler,
+        scheduler=ui.scheduler, steps=ui.steps, cfg_scale=ui.cfg_scale, seed=ui.seeds.seed, width=ui.width,
+        height=ui.height, denoising_strength=ui.strength, gallery=ui.gallery, info=ui.info,
+        extra={"resize_mode": ui.resize_mode, "scale": ui.scale, "size_mode": ui.size_mode,
+               "mask_blur": ui.mask_blur, "mask_mode": ui.mask_mode, "masked_content": ui.masked_content,
+               "inpaint_area": ui.inpaint_area, "padding": ui.padding, "mask_alpha": ui.mask_alpha,
+               "subseed": ui.seeds.subseed, "subseed_strength": ui.seeds.subseed_strength,
+               "generate": ui.generate})
+
+
+def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
+    """Prompt and negative prompt with their token counters and the LoRA browser; Generate and Interrupt."""
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt", elem_id="img2img_prompt")
-            prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
-            negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt",
-                                  elem_id="img2img_neg_prompt")
-            negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
-            lora_browser.build(manager, prompt, api=False)
+            ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt", elem_id="img2img_prompt")
+            ui.prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            ui.negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt",
+                                     elem_id="img2img_neg_prompt")
+            ui.negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            lora_browser.build(manager, ui.prompt, api=False)
         with gr.Column(scale=1, min_width=160):
-            generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate")
-            interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt")
+            ui.generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate")
+            ui.interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt")
+
+
+def _input_tabs(ui: SimpleNamespace) -> None:
+    """The five input sub-tabs, the hidden mode radio and Inpaint sketch's mask transparency."""
+    # Hidden radios hold the selected sub-tabs; unlike gr.State they are endpoint parameters.
+    ui.mode = gr.Radio(MODES, value=IMG2IMG, label="Mode", visible=False)
+    with gr.Tabs(elem_id="img2img_mode_tabs") as ui.tabs:
+        with gr.Tab("img2img", id=TAB_IDS[IMG2IMG]) as ui.tab_img2img:
+            ui.init_image = gr.Image(label="Image for img2img", type="pil", image_mode=None, format="png",
+                                     sources=("upload", "clipboard"), elem_id="img2img_image", height=480)
+        with gr.Tab("Sketch", id=TAB_IDS[SKETCH]) as ui.tab_sketch:
+            ui.sketch = _editor("Image for img2img (sketch over it)", "img2img_sketch")
+        with gr.Tab("Inpaint", id=TAB_IDS[INPAINT]) as ui.tab_inpaint:
+            ui.inpaint = _editor("Image for inpainting with mask (paint the area to regenerate)",
+                                 "img2img_inpaint",
+                                 gr.Brush(colors=["#ffffff", "#000000", "rgb(204, 50, 50)"],
+                                          default_color="#ffffff", color_mode="defaults"))
+        with gr.Tab("Inpaint sketch", id=TAB_IDS[INPAINT_SKETCH]) as ui.tab_inpaint_sketch:
+            ui.inpaint_sketch = _editor("Color sketch inpainting", "img2img_inpaint_sketch")
+        with gr.Tab("Inpaint upload", id=TAB_IDS[INPAINT_UPLOAD]) as ui.tab_inpaint_upload:
+            ui.inpaint_image = gr.Image(label="Image", type="pil", image_mode=None, format="png",
+                                        sources=("upload", "clipboard"), elem_id="img2img_inpaint_image")
+            ui.inpaint_mask = gr.Image(label="Mask (white = regenerate)", type="pil", image_mode=None,
+                                       format="png", sources=("upload", "clipboard"),
+                                       elem_id="img2img_inpaint_mask")
+    ui.mask_alpha = gr.Slider(0, 100, value=0, step=1, label="Mask transparency", visible=False)
+
+
+def _sampling_controls(ui: SimpleNamespace) -> None:
+    """Resize mode, sampler, steps, size ("Resize to" / "Resize by"), batch, CFG, denoising strength, seeds."""
+    d = GenerationParams()
+    ui.resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], label=label_of("resize_mode"))
     with gr.Row():
-        with gr.Column():
-            # Hidden radios hold the selected sub-tabs; unlike gr.State they are endpoint parameters.
-            mode = gr.Radio(MODES, value=IMG2IMG, label="Mode", visible=False)
-            with gr.Tabs(elem_id="img2img_mode_tabs") as tabs:
-                with gr.Tab("img2img", id=TAB_IDS[IMG2IMG]) as tab_img2img:
-                    init_image = gr.Image(label="Image for img2img", type="pil", image_mode=None, format="png",
-                                          sources=("upload", "clipboard"), elem_id="img2img_image", height=480)
-                with gr.Tab("Sketch", id=TAB_IDS[SKETCH]) as tab_sketch:
-                    sketch = _editor("Image for img2img (sketch over it)", "img2img_sketch")
-                with gr.Tab("Inpaint", id=TAB_IDS[INPAINT]) as tab_inpaint:
-                    inpaint = _editor("Image for inpainting with mask (paint the area to regenerate)",
-                                      "img2img_inpaint",
-                                      gr.Brush(colors=["#ffffff", "#000000", "rgb(204, 50, 50)"],
-                                               default_color="#ffffff", color_mode="defaults"))
-                with gr.Tab("Inpaint sketch", id=TAB_IDS[INPAINT_SKETCH]) as tab_inpaint_sketch:
-                    inpaint_sketch = _editor("Color sketch inpainting", "img2img_inpaint_sketch")
-                with gr.Tab("Inpaint upload", id=TAB_IDS[INPAINT_UPLOAD]) as tab_inpaint_upload:
-                    inpaint_image = gr.Image(label="Image", type="pil", image_mode=None, format="png",
-                                             sources=("upload", "clipboard"), elem_id="img2img_inpaint_image")
-                    inpaint_mask = gr.Image(label="Mask (white = regenerate)", type="pil", image_mode=None,
-                                            format="png", sources=("upload", "clipboard"),
-                                            elem_id="img2img_inpaint_mask")
-            mask_alpha = gr.Slider(0, 100, value=0, step=1, label="Mask transparency", visible=False)
+        ui.sampler = gr.Dropdown(samplers.sampler_names(), value=d.sampler_name, label=label_of("sampler_name"))
+        ui.scheduler = gr.Dropdown(samplers.schedule_labels(), value=d.scheduler, label=label_of("scheduler"))
+    ui.steps = slider_for("steps")
+    ui.size_mode = gr.Radio(SIZE_MODES, value=SIZE_MODES[0], label="Size", visible=False)
+    with gr.Tabs():
+        with gr.Tab("Resize to") as ui.tab_resize_to, gr.Row():
+            ui.width = slider_for("width")
+            ui.height = slider_for("height")
+        with gr.Tab("Resize by") as ui.tab_resize_by:
+            ui.scale = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale")
+            ui.scale_note = gr.Markdown(resize_label(None, 1.0))
+    with gr.Row():
+        ui.n_iter = slider_for("n_iter")
+        ui.batch_size = slider_for("batch_size")
+    ui.cfg_scale = slider_for("cfg_scale", minimum=1)  # A1111's slider starts at 1; the API accepts 0
+    ui.strength = slider_for("denoising_strength")
+    ui.seeds = seed_controls(ui.last)
 
-            resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], label="Resize mode")
-            with gr.Row():
-                sampler = gr.Dropdown(samplers.sampler_names(), value=d.sampler_name, label="Sampling method")
-                scheduler = gr.Dropdown(samplers.schedule_labels(), value=d.scheduler, label="Schedule type")
-            steps = gr.Slider(1, limits.STEPS_MAX, value=d.steps, step=1, label="Sampling steps")
-            size_mode = gr.Radio(SIZE_MODES, value=SIZE_MODES[0], label="Size", visible=False)
-            with gr.Tabs():
-                with gr.Tab("Resize to") as tab_resize_to, gr.Row():
-                    width = gr.Slider(limits.SIZE_MIN, limits.SIZE_MAX, value=d.width, step=limits.SIZE_STEP,
-                                      label="Width")
-                    height = gr.Slider(limits.SIZE_MIN, limits.SIZE_MAX, value=d.height, step=limits.SIZE_STEP,
-                                       label="Height")
-                with gr.Tab("Resize by") as tab_resize_by:
-                    scale = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale")
-                    scale_note = gr.Markdown(resize_label(None, 1.0))
-            with gr.Row():
-                n_iter = gr.Slider(1, limits.BATCH_COUNT_MAX, value=d.n_iter, step=1, label="Batch count")
-                batch_size = gr.Slider(1, limits.BATCH_SIZE_MAX, value=d.batch_size, step=1, label="Batch size")
-            cfg_scale = gr.Slider(1, limits.CFG_MAX, value=d.cfg_scale, step=0.5, label="CFG Scale")
-            strength = gr.Slider(0.0, 1.0, value=DEFAULT_STRENGTH, step=0.01, label="Denoising strength")
-            seeds = seed_controls(last)
-            seed = seeds.seed
-            with gr.Column(visible=False) as inpaint_controls:
-                mask_blur = gr.Slider(0, limits.MASK_BLUR_MAX, value=DEFAULT_MASK_BLUR, step=1, label="Mask blur")
-                mask_mode = gr.Radio(MASK_MODES, value=MASK_MODES[0], label="Mask mode")
-                masked_content = gr.Radio(list(MASKED_CONTENT), value=DEFAULT_FILL, label="Masked content")
-                with gr.Row():
-                    inpaint_area = gr.Radio(INPAINT_AREAS, value=INPAINT_AREAS[0], label="Inpaint area")
-                    padding = gr.Slider(0, limits.PADDING_MAX, value=DEFAULT_PADDING, step=4,
-                                        label="Only masked padding, pixels")
-        with gr.Column():
-            gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto",
-                                 elem_id="img2img_gallery")
-            info = gr.Textbox(label="Generation info", lines=4, interactive=False)
-            sizes = gr.State({})  # mode → (w, h) of its image, for the "Resize by" note
 
+def _inpaint_controls(ui: SimpleNamespace) -> None:
+    """Mask blur, mode, fill, area and padding: shown for the inpaint sub-tabs only."""
+    with gr.Column(visible=False) as ui.inpaint_controls:
+        ui.mask_blur = slider_for("mask_blur")
+        ui.mask_mode = radio_for("inpainting_mask_invert")
+        ui.masked_content = radio_for("inpainting_fill")
+        with gr.Row():
+            ui.inpaint_area = radio_for("inpaint_full_res")
+            ui.padding = slider_for("inpaint_full_res_padding")
+
+
+def _output_panel(ui: SimpleNamespace) -> None:
+    """The gallery and generation info, and the per-mode image sizes the "Resize by" note reads."""
+    with gr.Column():
+        ui.gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto",
+                                elem_id="img2img_gallery")
+        ui.info = gr.Textbox(label="Generation info", lines=4, interactive=False)
+        ui.sizes = gr.State({})  # mode → (w, h) of its image, for the "Resize by" note
+
+
+def _img2img_handler(manager: PipelineManager, outdir: Path):
+    """The Generate button's and the `/img2img` endpoint's function."""
     @user_errors_as_gradio
     def img2img(mode, init_image, mask, prompt, negative_prompt, sampler_name, scheduler, steps, width, height,
                 n_iter, batch_size, cfg_scale, seed, denoising_strength, resize_mode, mask_blur, mask_mode,
@@ -362,32 +398,46 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
         return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
 
-    inputs = [mode, init_image, inpaint_mask, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
-              batch_size, cfg_scale, seed, strength, resize_mode, mask_blur, mask_mode, masked_content,
-              inpaint_area, padding, sketch, inpaint, inpaint_sketch, inpaint_image, mask_alpha, size_mode, scale,
-              *seeds.inputs]
+    return img2img
+
+
+def _wire_generate(ui: SimpleNamespace, manager: PipelineManager, outdir: Path,
+                   checkpoint: gr.Dropdown | None) -> None:
+    """Generate (the `/img2img` endpoint: the input order is its parameter order) and Interrupt."""
+    inputs = [ui.mode, ui.init_image, ui.inpaint_mask, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps,
+              ui.width, ui.height, ui.n_iter, ui.batch_size, ui.cfg_scale, ui.seeds.seed, ui.strength,
+              ui.resize_mode, ui.mask_blur, ui.mask_mode, ui.masked_content, ui.inpaint_area, ui.padding,
+              ui.sketch, ui.inpaint, ui.inpaint_sketch, ui.inpaint_image, ui.mask_alpha, ui.size_mode, ui.scale,
+              *ui.seeds.inputs]
     if checkpoint is not None:
         inputs.append(checkpoint)
-    generate.click(img2img, inputs=inputs, outputs=[gallery, info, last], api_name="img2img")
-    interrupt.click(manager.interrupt, api_name=False, queue=False)
+    ui.generate.click(_img2img_handler(manager, outdir), inputs=inputs, outputs=[ui.gallery, ui.info, ui.last],
+                      api_name="img2img")
+    ui.interrupt.click(manager.interrupt, api_name=False, queue=False)
 
-    # Sub-tab selection → the mode radio; the mode → which controls show.
-    for name, tab in ((IMG2IMG, tab_img2img), (SKETCH, tab_sketch), (INPAINT, tab_inpaint),
-                      (INPAINT_SKETCH, tab_inpaint_sketch), (INPAINT_UPLOAD, tab_inpaint_upload)):
-        tab.select(lambda name=name: name, outputs=mode, queue=False, api_name=False, show_progress="hidden")
-    for name, tab in zip(SIZE_MODES, (tab_resize_to, tab_resize_by)):
-        tab.select(lambda name=name: name, outputs=size_mode, queue=False, api_name=False, show_progress="hidden")
+
+def _wire_mode_switching(ui: SimpleNamespace) -> None:
+    """Sub-tab selection → the mode radio; the mode → which controls show."""
+    for name, tab in ((IMG2IMG, ui.tab_img2img), (SKETCH, ui.tab_sketch), (INPAINT, ui.tab_inpaint),
+                      (INPAINT_SKETCH, ui.tab_inpaint_sketch), (INPAINT_UPLOAD, ui.tab_inpaint_upload)):
+        tab.select(lambda name=name: name, outputs=ui.mode, queue=False, api_name=False, show_progress="hidden")
+    for name, tab in zip(SIZE_MODES, (ui.tab_resize_to, ui.tab_resize_by)):
+        tab.select(lambda name=name: name, outputs=ui.size_mode, queue=False, api_name=False,
+                   show_progress="hidden")
 
     def show_for_mode(mode, sizes, scale):
         name = mode_name(mode)
         return (gr.update(visible=name in INPAINT_MODES), gr.update(visible=name == INPAINT_SKETCH),
                 resize_label(sizes.get(name), scale))
 
-    mode.change(show_for_mode, inputs=[mode, sizes, scale], outputs=[inpaint_controls, mask_alpha, scale_note],
-                queue=False, api_name=False, show_progress="hidden")
+    ui.mode.change(show_for_mode, inputs=[ui.mode, ui.sizes, ui.scale],
+                   outputs=[ui.inpaint_controls, ui.mask_alpha, ui.scale_note],
+                   queue=False, api_name=False, show_progress="hidden")
 
-    # "Resize by" note: remember each sub-tab's image size when an image arrives (editors: on upload, so a
-    # stroke does not send the whole canvas to the server).
+
+def _wire_resize_note(ui: SimpleNamespace) -> None:
+    """The "Resize by" note: remember each sub-tab's image size when an image arrives (editors: on upload, so a
+    stroke does not send the whole canvas to the server)."""
     def remember(name, getter):
         def fn(sizes, mode, scale, value):
             image = getter(value)
@@ -401,36 +451,31 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
         return image if image is not None else editor_composite(value)
 
     for name, component, getter, events in (
-            (IMG2IMG, init_image, _pil, ("change",)), (INPAINT_UPLOAD, inpaint_image, _pil, ("change",)),
-            (SKETCH, sketch, background, ("upload", "clear")), (INPAINT, inpaint, background, ("upload", "clear")),
-            (INPAINT_SKETCH, inpaint_sketch, background, ("upload", "clear"))):
+            (IMG2IMG, ui.init_image, _pil, ("change",)), (INPAINT_UPLOAD, ui.inpaint_image, _pil, ("change",)),
+            (SKETCH, ui.sketch, background, ("upload", "clear")),
+            (INPAINT, ui.inpaint, background, ("upload", "clear")),
+            (INPAINT_SKETCH, ui.inpaint_sketch, background, ("upload", "clear"))):
         for event in events:
-            getattr(component, event)(remember(name, getter), inputs=[sizes, mode, scale, component],
-                                      outputs=[sizes, scale_note], queue=False, api_name=False,
+            getattr(component, event)(remember(name, getter), inputs=[ui.sizes, ui.mode, ui.scale, component],
+                                      outputs=[ui.sizes, ui.scale_note], queue=False, api_name=False,
                                       show_progress="hidden")
-    scale.change(lambda sizes, mode, s: resize_label(sizes.get(mode_name(mode)), s), inputs=[sizes, mode, scale],
-                 outputs=scale_note, queue=False, api_name=False, show_progress="hidden")
+    ui.scale.change(lambda sizes, mode, s: resize_label(sizes.get(mode_name(mode)), s),
+                    inputs=[ui.sizes, ui.mode, ui.scale], outputs=ui.scale_note, queue=False, api_name=False,
+                    show_progress="hidden")
 
+
+def _wire_tokens_and_gallery(ui: SimpleNamespace, manager: PipelineManager) -> None:
+    """The prompts' token counters and the gallery selection's generation info; none of them is an endpoint."""
     def count_tokens(text, steps):
         used, target = manager.token_count(text or "", steps)
         return f"{used}/{target}"
 
-    for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
-        box.change(count_tokens, inputs=[box, steps], outputs=counter, queue=False, show_progress="hidden",
+    for box, counter in ((ui.prompt, ui.prompt_tokens), (ui.negative, ui.negative_tokens)):
+        box.change(count_tokens, inputs=[box, ui.steps], outputs=counter, queue=False, show_progress="hidden",
                    api_name=False)
 
     def show_info(state, evt: gr.SelectData):
         texts = state["infotexts"]
         return texts[evt.index] if 0 <= evt.index < len(texts) else ""
 
-    gallery.select(show_info, inputs=last, outputs=info, api_name=False)
-
-    return Img2ImgTab(
-        tabs=tabs, tab_ids=dict(TAB_IDS), mode=mode, init_image=init_image, sketch=sketch, inpaint=inpaint,
-        inpaint_sketch=inpaint_sketch, inpaint_image=inpaint_image, inpaint_mask=inpaint_mask, prompt=prompt,
-        negative_prompt=negative, sampler=sampler, scheduler=scheduler, steps=steps, cfg_scale=cfg_scale, seed=seed,
-        width=width, height=height, denoising_strength=strength, gallery=gallery, info=info,
-        extra={"resize_mode": resize_mode, "scale": scale, "size_mode": size_mode, "mask_blur": mask_blur,
-               "mask_mode": mask_mode, "masked_content": masked_content, "inpaint_area": inpaint_area,
-               "padding": padding, "mask_alpha": mask_alpha, "subseed": seeds.subseed, "subseed_strength": seeds.subseed_strength,
-               "generate": generate})
+    ui.gallery.select(show_info, inputs=ui.last, outputs=ui.info, api_name=False)

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
-from ..engine import params as limits
 from ..engine import samplers
 from ..engine.manager import PipelineManager
 from ..engine.params import GenerationParams
 from . import lora_browser
-from .common import seed_controls, user_errors_as_gradio
+from .common import label_of, seed_controls, slider_for, user_errors_as_gradio
 
 
 def embeddings_markdown(manager: PipelineManager) -> str:
@@ -28,48 +28,67 @@ def embeddings_markdown(manager: PipelineManager) -> str:
 def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -> dict:
     """Returns what "Send to" needs: {"path", "infotext" (hidden textboxes of the selected result), "img2img",
     "inpaint" (the buttons)}."""
-    last = gr.State({"infotexts": [], "seeds": [], "paths": []})
-    d = GenerationParams()
+    # One namespace for the panel builders and the wiring, so each helper takes only what it builds or reads.
+    ui = SimpleNamespace(last=gr.State({"infotexts": [], "seeds": [], "paths": []}))
+    _prompt_panel(ui, manager)
+    with gr.Row():
+        _settings_panel(ui, manager)
+        _output_panel(ui)
+    _wire_events(ui, manager, outdir, checkpoint)
+    return {"path": ui.selected_path, "infotext": ui.selected_info, "img2img": ui.send_img2img,
+            "inpaint": ui.send_inpaint}
+
+
+def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
+    """Prompt and negative prompt with their token counters and the LoRA browser; Generate and Interrupt."""
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt")
-            prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
-            negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt")
-            negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
-            lora_browser.build(manager, prompt)
+            ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt")
+            ui.prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            ui.negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt")
+            ui.negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            lora_browser.build(manager, ui.prompt)
         with gr.Column(scale=1, min_width=160):
-            generate = gr.Button("Generate", variant="primary")
-            interrupt = gr.Button("Interrupt")
-    with gr.Row():
-        with gr.Column():
-            with gr.Row():
-                sampler = gr.Dropdown(samplers.sampler_names(), value=d.sampler_name, label="Sampling method")
-                scheduler = gr.Dropdown(samplers.schedule_labels(), value=d.scheduler, label="Schedule type")
-            steps = gr.Slider(1, limits.STEPS_MAX, value=d.steps, step=1, label="Sampling steps")
-            with gr.Row():
-                width = gr.Slider(limits.SIZE_MIN, limits.SIZE_MAX, value=d.width, step=limits.SIZE_STEP,
-                                  label="Width")
-                height = gr.Slider(limits.SIZE_MIN, limits.SIZE_MAX, value=d.height, step=limits.SIZE_STEP,
-                                   label="Height")
-            with gr.Row():
-                n_iter = gr.Slider(1, limits.BATCH_COUNT_MAX, value=d.n_iter, step=1, label="Batch count")
-                batch_size = gr.Slider(1, limits.BATCH_SIZE_MAX, value=d.batch_size, step=1, label="Batch size")
-            cfg_scale = gr.Slider(1, limits.CFG_MAX, value=d.cfg_scale, step=0.5, label="CFG Scale")
-            seeds = seed_controls(last)
-            seed = seeds.seed
-            with gr.Accordion("Textual inversion", open=False):
-                embeddings = gr.Markdown(embeddings_markdown(manager))
-                refresh_embeddings = gr.Button("Refresh embeddings")
-        with gr.Column():
-            gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto")
-            with gr.Row():
-                send_img2img = gr.Button("Send to img2img", size="sm")
-                send_inpaint = gr.Button("Send to inpaint", size="sm")
-            info = gr.Textbox(label="Generation info", lines=4, interactive=False)
-            # the selected result, for "Send to": hidden, so the API can send any saved result too
-            selected_path = gr.Textbox(visible=False)
-            selected_info = gr.Textbox(visible=False)
+            ui.generate = gr.Button("Generate", variant="primary")
+            ui.interrupt = gr.Button("Interrupt")
 
+
+def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
+    """The sampling settings, seeds and the textual inversion list, in A1111's order."""
+    d = GenerationParams()
+    with gr.Column():
+        with gr.Row():
+            ui.sampler = gr.Dropdown(samplers.sampler_names(), value=d.sampler_name, label=label_of("sampler_name"))
+            ui.scheduler = gr.Dropdown(samplers.schedule_labels(), value=d.scheduler, label=label_of("scheduler"))
+        ui.steps = slider_for("steps")
+        with gr.Row():
+            ui.width = slider_for("width")
+            ui.height = slider_for("height")
+        with gr.Row():
+            ui.n_iter = slider_for("n_iter")
+            ui.batch_size = slider_for("batch_size")
+        ui.cfg_scale = slider_for("cfg_scale", minimum=1)  # A1111's slider starts at 1; the API accepts 0
+        ui.seeds = seed_controls(ui.last)
+        with gr.Accordion("Textual inversion", open=False):
+            ui.embeddings = gr.Markdown(embeddings_markdown(manager))
+            ui.refresh_embeddings = gr.Button("Refresh embeddings")
+
+
+def _output_panel(ui: SimpleNamespace) -> None:
+    """The gallery, "Send to" buttons, generation info and the selected result."""
+    with gr.Column():
+        ui.gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto")
+        with gr.Row():
+            ui.send_img2img = gr.Button("Send to img2img", size="sm")
+            ui.send_inpaint = gr.Button("Send to inpaint", size="sm")
+        ui.info = gr.Textbox(label="Generation info", lines=4, interactive=False)
+        # the selected result, for "Send to": hidden, so the API can send any saved result too
+        ui.selected_path = gr.Textbox(visible=False)
+        ui.selected_info = gr.Textbox(visible=False)
+
+
+def _txt2img_handler(manager: PipelineManager, outdir: Path):
+    """The Generate button's and the `/txt2img` endpoint's function."""
     @user_errors_as_gradio
     def txt2img(checkpoint, prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter,
                 batch_size, cfg_scale, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0,
@@ -89,6 +108,12 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params], "paths": paths}
         return paths, (texts[0] if texts else "") + note, state
 
+    return txt2img
+
+
+def _wire_events(ui: SimpleNamespace, manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -> None:
+    """Token counters, embeddings refresh, Generate (then the first result is selected), Interrupt and the
+    gallery selection; the api_names are the endpoints API clients call."""
     def count_tokens(text, steps):
         used, target = manager.token_count(text or "", steps)
         return f"{used}/{target}"
@@ -97,10 +122,10 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
         manager.refresh_embeddings()
         return embeddings_markdown(manager)
 
-    for box, counter in ((prompt, prompt_tokens), (negative, negative_tokens)):
-        box.change(count_tokens, inputs=[box, steps], outputs=counter, queue=False, show_progress="hidden",
-                   api_name="token_count" if box is prompt else False)
-    refresh_embeddings.click(reload_embeddings, outputs=embeddings, api_name="refresh_embeddings")
+    for box, counter in ((ui.prompt, ui.prompt_tokens), (ui.negative, ui.negative_tokens)):
+        box.change(count_tokens, inputs=[box, ui.steps], outputs=counter, queue=False, show_progress="hidden",
+                   api_name="token_count" if box is ui.prompt else False)
+    ui.refresh_embeddings.click(reload_embeddings, outputs=ui.embeddings, api_name="refresh_embeddings")
 
     def show_info(state, evt: gr.SelectData):
         texts, paths = state["infotexts"], state.get("paths", [])
@@ -108,11 +133,11 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
             return "", "", ""
         return texts[evt.index], paths[evt.index] if evt.index < len(paths) else "", texts[evt.index]
 
-    generate.click(txt2img, inputs=[checkpoint, prompt, negative, sampler, scheduler, steps, width, height, n_iter,
-                                    batch_size, cfg_scale, seed, *seeds.inputs],
-                   outputs=[gallery, info, last], api_name="txt2img").then(
+    ui.generate.click(_txt2img_handler(manager, outdir),
+                      inputs=[checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width,
+                              ui.height, ui.n_iter, ui.batch_size, ui.cfg_scale, ui.seeds.seed, *ui.seeds.inputs],
+                      outputs=[ui.gallery, ui.info, ui.last], api_name="txt2img").then(
         lambda state: (state["paths"][0], state["infotexts"][0]) if state.get("paths") else ("", ""),
-        inputs=last, outputs=[selected_path, selected_info], api_name=False)
-    interrupt.click(manager.interrupt, api_name="interrupt", queue=False)
-    gallery.select(show_info, inputs=last, outputs=[info, selected_path, selected_info])
-    return {"path": selected_path, "infotext": selected_info, "img2img": send_img2img, "inpaint": send_inpaint}
+        inputs=ui.last, outputs=[ui.selected_path, ui.selected_info], api_name=False)
+    ui.interrupt.click(manager.interrupt, api_name="interrupt", queue=False)
+    ui.gallery.select(show_info, inputs=ui.last, outputs=[ui.info, ui.selected_path, ui.selected_info])
