@@ -20,6 +20,8 @@ import torch  # noqa: E402
 
 from webui.engine import models as architecture  # noqa: E402
 from webui.engine.models import checkpoints  # noqa: E402
+from webui.engine.jobs.resolve import resolve  # noqa: E402
+from webui.engine.jobs.start import FromNoise  # noqa: E402
 from webui.engine.params import GenerationParams  # noqa: E402
 from webui.engine.prompts.conditioning import build_conditioning  # noqa: E402
 from webui.engine.prompts.encoder import PromptEncoder  # noqa: E402
@@ -68,7 +70,7 @@ def main():
           f"bare UNet forward: {unet_s * 1000:.2f} ms")
     print(f"{'sampler':<18} {'calls':>5} {'ms/step':>8} {'ms/call':>8} {'per call / UNet':>16}")
     for info in SAMPLERS:
-        params = GenerationParams(sampler_name=info.name, steps=args.steps)
+        params = resolve(GenerationParams(sampler_name=info.name, steps=args.steps), Settings())
         plan = sampling.make_plan(params, Settings(), denoiser, args.steps)
         calls = 0
 
@@ -82,7 +84,8 @@ def main():
             model = CFGDenoiser(plan.denoiser, conditioning, 7.0, on_step=count)
             rng = ImageRNG(shape, [1])
             with torch.no_grad():
-                sampling.sample(plan, model, rng, [1], "cpu")
+                start, _ = FromNoise(args.steps).begin(plan, rng, [1], "cpu")
+                sampling.run(plan, model, start, rng, [1], "cpu")
 
         one_run()  # warm-up
         seconds = best_of(args.repeats, one_run)

@@ -183,7 +183,8 @@ def engine_side(scratch: Path) -> None:
     import numpy as np
     import torch
 
-    from webui.engine import processing
+    from webui.engine.jobs import decode as processing  # latents_to_images is recorded below
+    from webui.engine.jobs.resolve import resolve
     from webui.engine.manager import PipelineManager
     from webui.engine.params import GenerationParams
     from webui.engine.rng import ImageRNG
@@ -209,7 +210,7 @@ def engine_side(scratch: Path) -> None:
 
         params = GenerationParams(prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS, sampler_name="Euler",
                                   scheduler="Automatic", cfg_scale=CFG, seed=SEED, width=SIZE, height=SIZE)
-        time_ids, _ = processing._model_extras(parts, params, torch.device("cpu"))
+        time_ids = parts.arch.model_family.time_ids(SIZE, SIZE)
         out["time_ids"] = time_ids.clone()
         # diffusers' UNet2DConditionModel (addition_embed_type "text_time"): what it feeds add_embedding
         for key in ("prompt", "negative"):
@@ -220,7 +221,7 @@ def engine_side(scratch: Path) -> None:
         latent_shape = (parts.vae.config.latent_channels, SIZE // 8, SIZE // 8)
         noise = ImageRNG(latent_shape, [SEED]).next()
         out["noise"] = noise.clone()
-        plan = sampling.make_plan(params, Settings(), denoiser, STEPS)
+        plan = sampling.make_plan(resolve(params, Settings()), Settings(), denoiser, STEPS)
         out["sigmas"] = plan.sigmas.clone()
         out["timesteps"] = denoiser.sigma_to_t(plan.sigmas[:-1]).clone()
 

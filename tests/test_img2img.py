@@ -243,7 +243,7 @@ def test_bad_inputs_are_clear_errors(manager, init, monkeypatch):
         manager.img2img(small(denoising_strength=1.5), init)
     with pytest.raises(InvalidParams, match="mask blur"):
         manager.img2img(small(mask_blur=100), init, box_mask())
-    from webui.engine import img2img
+    from webui.engine.jobs import img2img
     monkeypatch.setattr(img2img, "MAX_INIT_PIXELS", 64 * 64 - 1)
     with pytest.raises(InvalidImage, match="64x64.*over the limit"):
         manager.img2img(small(), init)

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from webui.engine.processing import to_pixels
+from webui.engine.jobs.decode import to_pixels
 
 
 def test_known_values_are_truncated_not_rounded():

@@ -138,17 +138,17 @@ def original_job(kind, model, seed: int, steps: int, sampler: str):
 
 
 def engine_job(engine, kind, seed: int, steps: int, sampler: str, monkeypatch):
-    from webui.engine import processing
+    from webui.engine.jobs import decode
     from webui.engine.params import GenerationParams
 
     captured = []
-    decode = processing.latents_to_images
+    original = decode.latents_to_images
 
     def capture(vae, latents):
         captured.append(latents.clone())
-        return decode(vae, latents)
+        return original(vae, latents)
 
-    monkeypatch.setattr(processing, "latents_to_images", capture)
+    monkeypatch.setattr(decode, "latents_to_images", capture)
     params = GenerationParams(prompt=PROMPT, negative_prompt=NEGATIVE, steps=steps, cfg_scale=CFG, seed=seed,
                               width=SIZE, height=SIZE, sampler_name=sampler,
                               scheduler="Karras" if sampler == "Euler" else "Automatic", model=kind)

@@ -47,7 +47,7 @@ import pytest
 import torch
 
 from oracle.originals import a1111_noise, load_kdiffusion, load_ldm
-from webui.engine import processing
+from webui.engine.jobs import decode
 from webui.engine.models.architecture import CONFIGS_DIR
 from webui.engine.models.ldm_layout import to_ldm_state_dict
 from webui.engine.params import GenerationParams
@@ -340,8 +340,7 @@ def _diffusers_time_ids(xl, height: int, width: int) -> tuple[torch.Tensor, torc
 
 def _engine_time_ids(xl, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt's, negative prompt's) time ids as the engine's CFG denoiser passes them to the UNet."""
-    params = GenerationParams(prompt="a cat", width=width, height=height, steps=1)
-    time_ids, _ = processing._model_extras(xl.model.components, params, torch.device("cpu"))
+    time_ids = xl.model.components.arch.model_family.time_ids(height, width)
     return time_ids[:1], time_ids[-1:]
 
 
@@ -400,8 +399,7 @@ def _oracle(xl, prompt: str, negative: str, alphas_cumprod: torch.Tensor, height
 def _engine_cfg(xl, prompt: str, negative: str):
     components = xl.model.components
     conditioning, _ = build_conditioning(xl.model.encoder, prompt, negative, STEPS, zero_empty_negative=True)
-    params = GenerationParams(prompt=prompt, negative_prompt=negative, width=SIZE, height=SIZE, steps=STEPS)
-    time_ids, _ = processing._model_extras(components, params, torch.device("cpu"))
+    time_ids = components.arch.model_family.time_ids(SIZE, SIZE)
     return CFGDenoiser(xl.model.denoiser, conditioning, CFG, time_ids=time_ids)
 
 
@@ -442,13 +440,13 @@ def test_unet_and_cfg_denoiser(xl):
 def engine_latents(monkeypatch):
     """The latents each engine job hands to the VAE decoder (the sampler's final output)."""
     captured = []
-    decode = processing.latents_to_images
+    original = decode.latents_to_images
 
     def capture(vae, latents):
         captured.append(latents.detach().clone())
-        return decode(vae, latents)
+        return original(vae, latents)
 
-    monkeypatch.setattr(processing, "latents_to_images", capture)
+    monkeypatch.setattr(decode, "latents_to_images", capture)
     return captured
 
 

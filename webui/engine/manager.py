@@ -1,6 +1,7 @@
 """PipelineManager: the single owner of the loaded model. Every tab, the API and the CLI go through it."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -10,12 +11,21 @@ from pathlib import Path
 
 import torch
 
-from . import models as architecture, processing
-from .models import attention
-from .imaging import saving as images
-from .models.vae import VAEInfo, list_vaes, load_vae, resolve_vae
-from .models.checkpoints import CheckpointInfo, HashCache, list_checkpoints, read_state_dict, resolve_checkpoint, short_hash
+from . import jobs
+from . import models as architecture
 from .errors import UserError
+from .imaging import saving as images
+from .jobs.resolve import resolve
+from .models import attention
+from .models.checkpoints import (
+    CheckpointInfo,
+    HashCache,
+    list_checkpoints,
+    read_state_dict,
+    resolve_checkpoint,
+    short_hash,
+)
+from .models.vae import VAEInfo, list_vaes, load_vae, resolve_vae
 from .infotext import format_infotext
 from .lora.activation import ModelLoras, lora_requests
 from .lora.library import LoraLibrary
@@ -100,7 +110,8 @@ class PipelineManager:
         self.offload = offload
         # Loaded checkpoints by path, least recently used first; the active one is last.
         self.cache: OrderedDict[Path, LoadedModel] = OrderedDict()
-        self.settings = Settings()
+        self.settings = Settings()  # replaced, never changed in place, by update_settings
+        self._settings_lock = threading.Lock()  # not the job lock: Apply must not wait for a running job
         self.lock = threading.RLock()  # one job on the device at a time
         self._interrupt = threading.Event()
         self.current: LoadedModel | None = None
@@ -225,8 +236,8 @@ class PipelineManager:
         model.vae_sha256 = self.hashes.sha256(info.path) if info else None
         model.attention = None  # the new VAE module needs its processors set
 
-    def _apply_attention(self, model: LoadedModel):
-        mode = self.settings.cross_attention_optimization
+    def _apply_attention(self, model: LoadedModel, settings: Settings):
+        mode = settings.cross_attention_optimization
         if model.attention != mode:
             attention.apply(mode, model.components.unet, model.components.vae)
             model.attention = mode
@@ -269,17 +280,32 @@ class PipelineManager:
                 self.current.encoder.clear_cache()
             return changed
 
-    def _apply_loras(self, model: LoadedModel, prompt: str):
+    def _apply_loras(self, model: LoadedModel, prompt: str, settings: Settings):
         """Merge the positive prompt's <lora:…> tags into the model (A1111 reads only the positive prompt);
         unchanged tags cost nothing. Raises LoraError, with the model as it was, on a missing or unfit file."""
         _, tags = extract_extra_networks(prompt)
-        activation = model.loras.activate(self.loras, lora_requests(tags), self.settings.lora_in_memory_limit)
+        activation = model.loras.activate(self.loras, lora_requests(tags), settings.lora_in_memory_limit)
         if activation.text_changed:
             model.encoder.clear_cache()
         return activation
 
     def interrupt(self):
         self._interrupt.set()
+
+    def update_settings(self, **changes) -> Settings:
+        """Apply settings (the UI's Apply button, the VAE dropdown) at once, all together: a job in progress keeps
+        the snapshot it started with, the next one sees every change. Unknown names are refused."""
+        known = {f.name for f in dataclasses.fields(Settings)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UserError(f"unknown setting(s): {', '.join(unknown)}")
+        with self._settings_lock:
+            self.settings = dataclasses.replace(self.settings, **changes)
+            return self.settings
+
+    def settings_snapshot(self) -> Settings:
+        with self._settings_lock:
+            return dataclasses.replace(self.settings)
 
     def txt2img(self, params: GenerationParams, outdir: Path | None, on_progress=None) -> Processed:
         """Generate and (when outdir is given) save under outdir/txt2img-images/DATE/."""
@@ -293,10 +319,10 @@ class PipelineManager:
         if init_image is None:
             raise UserError("img2img needs an init image")
 
-        def prepare(model):
-            from . import img2img
+        def prepare(model, request, settings):
+            from .jobs import img2img
 
-            return img2img.prepare(model.components, params, self.settings, init_image, mask)
+            return img2img.prepare(model.components, request, settings, init_image, mask)
         return self._generate(params, outdir, "img2img-images", on_progress, prepare)
 
     def _generate(self, params: GenerationParams, outdir: Path | None, subdir: str, on_progress,
@@ -304,23 +330,25 @@ class PipelineManager:
         params.validate()
         warnings: list[str] = []
         with self.lock:
+            settings = self.settings_snapshot()  # the whole job reads this; Apply meanwhile reaches the next job
             self._interrupt.clear()
             model = self.ensure_model(params.model)
-            self._apply_vae(model, params.vae or self.settings.sd_vae)
-            self._apply_attention(model)
-            init = None
+            self._apply_vae(model, params.vae or settings.sd_vae)
+            self._apply_attention(model, settings)
+            request = resolve(params, settings)
+            start = None
             if prepare_init is not None:  # before the LoRAs: a bad image must not cost a merge
-                prepared = prepare_init(model)
-                init, warnings = prepared.init, prepared.warnings
-            loras = self._apply_loras(model, params.prompt)
-            request = params.replace(
+                prepared = prepare_init(model, request, settings)
+                start, warnings = prepared.init, prepared.warnings
+            loras = self._apply_loras(model, request.prompt, settings)
+            request = request.replace(
                 model=model.info.model_name, model_hash=model.short_hash,
                 vae=model.vae_info.model_name if model.vae_info else None,
                 vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
                 extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
-            control = processing.JobControl(on_progress, self._interrupt.is_set)
-            result = processing.generate(model.components, model.denoiser, request, self.settings, control,
-                                         model.encoder, device=self.device, init=init)
+            control = jobs.JobControl(on_progress, self._interrupt.is_set)
+            result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
+                                   device=self.device, start=start)
         processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks,
                               warnings=warnings + loras.warnings)
         for item in result.images:

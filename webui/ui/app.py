@@ -55,7 +55,7 @@ def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
         return model_status(manager)
 
     def select_vae(choice):
-        manager.settings.sd_vae = choice or "Automatic"
+        manager.update_settings(sd_vae=choice or "Automatic")
         return model_status(manager)
 
     def do_unload():

@@ -65,7 +65,7 @@ def build_tab(manager: PipelineManager):
             kind = types[name]
             changes[name] = (int(value) if kind == "int" else float(value) if kind == "float"
                              else bool(value) if kind == "bool" else value)
-        manager.settings = dataclasses.replace(manager.settings, **changes)
+        manager.update_settings(**changes)  # under the manager's lock: a running job keeps its snapshot
         return "Settings applied."
 
     apply.click(apply_settings, inputs=widgets, outputs=status, api_name="apply_settings")

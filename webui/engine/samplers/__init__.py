@@ -3,6 +3,8 @@ the infotext reader and the API."""
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import UserError
@@ -14,18 +16,34 @@ class UnknownSampler(UserError, ValueError):
 
 
 @dataclass(frozen=True)
+class SamplerCall:
+    """What a sampler function takes beyond (model, x, …), read once from its signature when it is registered,
+    so running a sampler needs no introspection."""
+    eta: bool
+    churn: bool  # s_churn, s_tmin, s_tmax, s_noise (A1111's sampler_extra_params)
+    span: bool  # DPM fast / adaptive: sigma_min and sigma_max instead of a sigma schedule …
+    n: bool  # … and a step count (fast)
+    is_img2img: bool  # UniPC: img2img starts at the last given timestep
+
+    @classmethod
+    def of(cls, func) -> SamplerCall:
+        takes = inspect.signature(func).parameters
+        return cls(eta="eta" in takes, churn="s_churn" in takes, span="sigma_min" in takes, n="n" in takes,
+                   is_img2img="is_img2img" in takes)
+
+
+@dataclass(frozen=True)
 class SamplerInfo:
     name: str
     module: str  # "kdiffusion" (sigma-based) or "timesteps" (A1111's DDIM/PLMS/UniPC)
     funcname: str
     aliases: tuple[str, ...] = ()
     # A1111's option flags: scheduler (what "Automatic" means), second_order, brownian_noise, uses_ensd,
-    # discard_next_to_last_sigma, solver_type, default_eta_is_0; plus ours: denoiser ("lcm").
+    # discard_next_to_last_sigma, solver_type, default_eta_is_0; plus ours: denoiser ("lcm"), pairwise_timesteps
+    # (DDIM steps between consecutive timesteps, so a slice of n timesteps is n − 1 steps).
     options: dict = field(default_factory=dict)
-
-    @property
-    def func(self):
-        return getattr(importlib.import_module(f"{__name__}.{self.module}"), self.funcname)
+    func: Callable = field(default=None, compare=False, repr=False)
+    call: SamplerCall = field(default=None, compare=False, repr=False)
 
     @property
     def is_timestep_based(self) -> bool:
@@ -37,13 +55,32 @@ class SamplerInfo:
         key = self.options.get("scheduler")
         return find_schedule(key).label if key else None
 
+    @property
+    def model_calls_per_step(self) -> int:
+        return 2 if self.options.get("second_order") else 1
+
+    def sampling_steps(self, steps: int, t_enc: int | None = None) -> int:
+        """Steps the sampler takes: `steps` from noise; from an img2img start t_enc entries before the end of the
+        schedule, as A1111: k-diffusion t_enc + 1 (the slice has t_enc + 2 sigmas), DDIM t_enc − 1, PLMS and UniPC
+        t_enc."""
+        if t_enc is None:
+            return steps
+        if not self.is_timestep_based:
+            return t_enc + 1
+        return max(t_enc - (1 if self.options.get("pairwise_timesteps") else 0), 0)
+
+
+def _register(name, module, funcname, aliases, options) -> SamplerInfo:
+    func = getattr(importlib.import_module(f"{__name__}.{module}"), funcname)
+    return SamplerInfo(name, module, funcname, tuple(aliases), options, func, SamplerCall.of(func))
+
 
 def _k(name, funcname, aliases, **options):
-    return SamplerInfo(name, "kdiffusion", funcname, tuple(aliases), options)
+    return _register(name, "kdiffusion", funcname, aliases, options)
 
 
 def _t(name, funcname, aliases, **options):
-    return SamplerInfo(name, "timesteps", funcname, tuple(aliases), options)
+    return _register(name, "timesteps", funcname, aliases, options)
 
 
 # A1111 1.10.1's order (sd_samplers_kdiffusion.py, sd_samplers_timesteps.py, sd_samplers_lcm.py).
@@ -69,7 +106,7 @@ SAMPLERS: list[SamplerInfo] = [
     _k("DPM fast", "sample_dpm_fast", ["k_dpm_fast"], uses_ensd=True),
     _k("DPM adaptive", "sample_dpm_adaptive", ["k_dpm_ad"], uses_ensd=True),
     _k("Restart", "restart_sampler", ["restart"], scheduler="karras", second_order=True),
-    _t("DDIM", "sample_ddim", ["ddim"], uses_ensd=True, default_eta_is_0=True),
+    _t("DDIM", "sample_ddim", ["ddim"], uses_ensd=True, default_eta_is_0=True, pairwise_timesteps=True),
     _t("PLMS", "sample_plms", ["plms"]),
     _t("UniPC", "sample_unipc", ["unipc"]),
     _k("LCM", "sample_lcm", ["k_lcm"], denoiser="lcm"),

@@ -2,7 +2,7 @@
 (model, x, sigmas, extra_args, callback, ..., noise_sampler) that return the final x.
 
 The maths follows k-diffusion's `sampling.py` at the commit AUTOMATIC1111 1.10 pins (ab527a9, identical to
-PyPI 0.1.1.post1 for sampling), plus A1111's own LCM and Restart samplers; tests/test_kdiffusion_oracle.py
+PyPI 0.1.1.post1 for sampling), plus A1111's own LCM and Restart samplers; tests/oracle/test_kdiffusion_samplers.py
 checks each one against k-diffusion itself.
 
 Noise never comes from the global RNG: `noise_sampler(sigma, sigma_next)` hands out per-image noise, so a
@@ -18,23 +18,10 @@ from itertools import pairwise
 import numpy as np
 import torch
 
+from .common import default_noise_sampler, get_ancestral_step, to_d
+from .kdiffusion_dpm import DPMSolver
 
-def to_d(x, sigma, denoised):
-    """Karras ODE derivative dx/dsigma."""
-    return (x - denoised) / sigma
-
-
-def get_ancestral_step(sigma_from, sigma_to, eta=1.0):
-    """Split a step to sigma_to into a deterministic part (down) and fresh noise (up)."""
-    if not eta:
-        return sigma_to, 0.0
-    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
-    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
-    return sigma_down, sigma_up
-
-
-def _default_noise_sampler(x):
-    return lambda sigma, sigma_next: torch.randn_like(x)
+__all__ = ["get_ancestral_step", "to_d"]  # re-exported: part of the k-diffusion-style interface
 
 
 def _floats(sigmas):
@@ -44,7 +31,7 @@ def _floats(sigmas):
 def _setup(x, sigmas, extra_args, noise_sampler):
     """(extra_args, noise_sampler, s_in, sigmas as floats): the common preamble."""
     if noise_sampler is None:
-        noise_sampler = _default_noise_sampler(x)
+        noise_sampler = default_noise_sampler(x)
     return extra_args or {}, noise_sampler, x.new_ones([x.shape[0]]), _floats(sigmas)
 
 
@@ -198,8 +185,6 @@ def sample_lms(model, x, sigmas, extra_args=None, callback=None, order=4, noise_
 def sample_dpm_fast(model, x, sigma_min, sigma_max, n, extra_args=None, callback=None, eta=0.0, s_noise=1.0,
                     noise_sampler=None):
     """DPM-Solver-Fast (fixed steps of order 3, 3, ..., then 2/1 to use exactly n model calls)."""
-    from .kdiffusion_dpm import DPMSolver
-
     if sigma_min <= 0 or sigma_max <= 0:
         raise ValueError("sigma_min and sigma_max must not be 0")
     solver = DPMSolver(model, extra_args, callback)
@@ -211,8 +196,6 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, extra_args=None, callbac
                         atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81,
                         eta=0.0, s_noise=1.0, noise_sampler=None, return_info=False):
     """DPM-Solver-12/23 with a PID-controlled adaptive step size; (x, info) with return_info."""
-    from .kdiffusion_dpm import DPMSolver
-
     if sigma_min <= 0 or sigma_max <= 0:
         raise ValueError("sigma_min and sigma_max must not be 0")
     solver = DPMSolver(model, extra_args, callback)

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .kdiffusion import _default_noise_sampler, get_ancestral_step
+from .common import default_noise_sampler, get_ancestral_step
 
 
 def _t(sigma):
@@ -99,7 +99,7 @@ class DPMSolver:
 
     def fast(self, x, sigma_start, sigma_end, nfe, eta=0.0, s_noise=1.0, noise_sampler=None):
         """Equal steps in t of order 3, ending with 2+1 or nfe % 3, for exactly nfe model calls."""
-        noise_sampler = _default_noise_sampler(x) if noise_sampler is None else noise_sampler
+        noise_sampler = default_noise_sampler(x) if noise_sampler is None else noise_sampler
         t_start, t_end = _t(sigma_start), _t(sigma_end)
         if not t_end > t_start and eta:
             raise ValueError("eta must be 0 for reverse sampling")
@@ -124,7 +124,7 @@ class DPMSolver:
     def adaptive(self, x, sigma_start, sigma_end, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.0,
                  icoeff=1.0, dcoeff=0.0, accept_safety=0.81, eta=0.0, s_noise=1.0, noise_sampler=None):
         """Embedded pairs (1,2) or (2,3) estimate the error of each step; (x, info)."""
-        noise_sampler = _default_noise_sampler(x) if noise_sampler is None else noise_sampler
+        noise_sampler = default_noise_sampler(x) if noise_sampler is None else noise_sampler
         if order not in {2, 3}:
             raise ValueError("order should be 2 or 3")
         t_start, t_end = _t(sigma_start), _t(sigma_end)
