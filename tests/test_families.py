@@ -96,12 +96,12 @@ def test_unknown_architecture_is_a_clear_error_and_the_previous_model_keeps_work
 
 
 def test_a_diffusers_folder_is_listed_and_generates_like_its_single_file(fam_manager, family_dir):
-    from test_architectures_more import _save_folder
+    from model_cases import save_diffusers_folder
     from webui.engine import models as architecture
     from webui.engine.models.checkpoints import read_state_dict
 
     state_dict = read_state_dict(family_dir / "sd1.safetensors")
-    _save_folder(architecture.build_components(state_dict, architecture.detect(state_dict)),
+    save_diffusers_folder(architecture.build_components(state_dict, architecture.detect(state_dict)),
                  family_dir / "sd1-diffusers")
     assert "sd1-diffusers" in [c.name for c in fam_manager.list_checkpoints()]
     fam_manager.load("sd1.safetensors")
