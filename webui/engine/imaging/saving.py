@@ -15,6 +15,13 @@ _counter_lock = threading.Lock()
 _leading_number = re.compile(r"^(\d+)")
 
 
+def _umask() -> int:
+    with _counter_lock:  # os.umask can only be read by setting it: restore it at once, one thread at a time
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def next_counter(folder: Path) -> int:
     """One more than the largest leading number of a file in folder (A1111's counter)."""
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _leading_number.match(p.name))]
@@ -33,6 +40,8 @@ def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today
     meta.add_text("parameters", infotext)
     fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
     try:
+        # mkstemp makes 0600 files; outputs get what an ordinary new file gets (0644 under the usual umask)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=meta)
         with _counter_lock:
