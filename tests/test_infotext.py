@@ -264,14 +264,14 @@ def generation_params(draw):
     for key in ("Version", "User"):
         if draw(st.booleans()):
             extra[key] = draw(tail_values)
+    sizes = st.integers(min_value=8, max_value=256).map(lambda n: n * 8)
     return GenerationParams(
-        prompt=draw(prompts), negative_prompt=draw(negatives), steps=draw(st.integers()),
+        prompt=draw(prompts), negative_prompt=draw(negatives), steps=draw(st.integers(1, 150)),
         sampler_name=draw(st.sampled_from(["Euler a", "DPM++ 2M", "Sampler"]) | values),
         scheduler=draw(st.sampled_from(["Automatic", "Karras"]) | values),
-        cfg_scale=draw(st.sampled_from([1.0, 7.0, 7.5, 12.25]) | st.floats(allow_nan=False)),
-        seed=draw(st.integers(min_value=-1)), width=draw(st.integers(min_value=0)),
-        height=draw(st.integers(min_value=0)), model=draw(st.none() | values),
-        model_hash=draw(st.none() | values), extra=extra)
+        cfg_scale=draw(st.sampled_from([1.0, 7.0, 7.5, 12.25]) | st.floats(0.0, 30.0)),
+        seed=draw(st.integers(min_value=-1, max_value=2**32 - 1)), width=draw(sizes), height=draw(sizes),
+        model=draw(st.none() | values), model_hash=draw(st.none() | values), extra=extra)
 
 
 @settings(max_examples=300, deadline=None)
@@ -284,3 +284,16 @@ def test_property_format_parse_format(p):
                  "width", "height", "model", "model_hash"):
         assert getattr(back, name) == getattr(p, name), name
     assert back.extra == {**p.extra, "Version": p.extra.get("Version", VERSION)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(), st.integers(), st.floats(allow_nan=True), st.integers(min_value=-(2**70), max_value=2**70))
+def test_property_out_of_range_numbers_stay_text_and_nothing_is_lost(steps, seed, cfg, ensd):
+    """Values a job could not take (a 20-digit seed, NaN, steps 0) are kept as text, never as typed fields:
+    what is parsed validates, and every pair comes back when the infotext is written again."""
+    text = f"a cat\nSteps: {steps}, CFG scale: {cfg}, Seed: {seed}, Size: 64x64, ENSD: {ensd}"
+    back = parse_infotext(text)
+    back.validate()
+    again = format_infotext(back)
+    for pair in (f"Steps: {steps}", f"Seed: {seed}", f"ENSD: {ensd}"):
+        assert pair in again or (pair == f"ENSD: {ensd}" and ensd == 0) or pair == f"Seed: {seed}" and seed == -1

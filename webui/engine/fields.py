@@ -134,6 +134,16 @@ def _range_error(d: Declared, value) -> str | None:
     return None
 
 
+def value_error(cls, name: str, value) -> str | None:
+    """Why `value` is not acceptable for field `name` of `cls` (None: it is, or the field declares nothing)."""
+    for d in declared(cls):
+        if d.name == name:
+            if value is None or d.kind is bool or (d.spec.sentinel is not None and value == d.spec.sentinel):
+                return None
+            return _range_error(d, value)
+    return None
+
+
 def validate(obj) -> None:
     """Check every declared field of `obj` against its bounds, choices and multiple; None = unset, skipped.
     Raises InvalidParams naming the first bad field."""

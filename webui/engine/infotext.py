@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 
-from .fields import Declared, declared
+from .fields import Declared, declared, value_error
 from .params import GenerationParams
+
+log = logging.getLogger(__name__)
 
 VERSION = "gouache-0.1.0"
 
@@ -179,6 +182,10 @@ def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) ->
         try:
             changes = readers[k](v) if k in readers else None
         except (ValueError, AttributeError, KeyError):
+            changes = None
+        problems = [e for name, value in (changes or {}).items() if (e := value_error(cls, name, value))]
+        if problems:  # out of range (a seed of 20 digits, a NaN sigma): kept as text, never reaches a job
+            log.warning("infotext field %s: %s; kept as text", k, problems[0])
             changes = None
         if changes is None:
             p.extra[k] = v

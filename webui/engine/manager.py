@@ -33,6 +33,7 @@ from .params import GenerationParams
 from .prompts.embeddings import EmbeddingDatabase
 from .prompts.conditioning import prompt_token_count
 from .prompts.parser import extract_extra_networks
+from .prompts.text import clean_prompt
 from .prompts.encoder import PromptEncoder
 from .settings import Settings
 from .samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
@@ -266,7 +267,7 @@ class PipelineManager:
                                                           local_files_only=True)
                 self._bare_encoder = PromptEncoder(tokenizer, None)
             encoder = self._bare_encoder
-        return prompt_token_count(encoder, prompt, max(1, int(steps)))
+        return prompt_token_count(encoder, clean_prompt(prompt)[0], max(1, int(steps)))
 
     def refresh_embeddings(self) -> bool:
         """Re-scan embeddings/ if it changed; cached conditionings are dropped when it did."""
@@ -294,13 +295,15 @@ class PipelineManager:
 
     def update_settings(self, **changes) -> Settings:
         """Apply settings (the UI's Apply button, the VAE dropdown) at once, all together: a job in progress keeps
-        the snapshot it started with, the next one sees every change. Unknown names are refused."""
+        the snapshot it started with, the next one sees every change. Unknown names and values outside a
+        setting's declared bounds are refused (InvalidParams names the setting and the range)."""
         known = {f.name for f in dataclasses.fields(Settings)}
         unknown = sorted(set(changes) - known)
         if unknown:
             raise UserError(f"unknown setting(s): {', '.join(unknown)}")
         with self._settings_lock:
-            self.settings = dataclasses.replace(self.settings, **changes)
+            # checked whole before it is stored: a refused value leaves every setting as it was
+            self.settings = dataclasses.replace(self.settings, **changes).validate()
             return self.settings
 
     def settings_snapshot(self) -> Settings:
@@ -328,7 +331,7 @@ class PipelineManager:
     def _generate(self, params: GenerationParams, outdir: Path | None, subdir: str, on_progress,
                   prepare_init=None) -> Processed:
         params.validate()
-        warnings: list[str] = []
+        params, warnings = _clean_prompts(params)
         with self.lock:
             settings = self.settings_snapshot()  # the whole job reads this; Apply meanwhile reaches the next job
             self._interrupt.clear()
@@ -339,7 +342,7 @@ class PipelineManager:
             start = None
             if prepare_init is not None:  # before the LoRAs: a bad image must not cost a merge
                 prepared = prepare_init(model, request, settings)
-                start, warnings = prepared.init, prepared.warnings
+                start, warnings = prepared.init, warnings + prepared.warnings
             loras = self._apply_loras(model, request.prompt, settings)
             request = request.replace(
                 model=model.info.model_name, model_hash=model.short_hash,
@@ -359,3 +362,12 @@ class PipelineManager:
             if outdir is not None:
                 processed.paths.append(images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text))
         return processed
+
+
+def _clean_prompts(params: GenerationParams) -> tuple[GenerationParams, list[str]]:
+    """Prompts with unencodable characters replaced, and the warnings that says so."""
+    prompt, warning = clean_prompt(params.prompt)
+    negative, negative_warning = clean_prompt(params.negative_prompt)
+    warnings = [w.replace("the prompt", where) for w, where in ((warning, "the prompt"),
+                                                                (negative_warning, "the negative prompt")) if w]
+    return (params.replace(prompt=prompt, negative_prompt=negative) if warnings else params), warnings

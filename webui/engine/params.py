@@ -64,25 +64,33 @@ class GenerationParams:
     seed_resize_from_h: int = param(0, label="Resize seed from height", minimum=0, maximum=SIZE_MAX, step=SIZE_STEP,
                                     cli="--seed-resize-from-h", help="resize seed from height, 0 = off")
     # Sampler knobs; None = the current setting (engine/settings.py). Infotext carries the values used.
-    eta: float | None = param(None, label="Eta", infotext="Eta", cli="--eta", cli_group=_SAMPLER,
+    eta: float | None = param(None, label="Eta", minimum=0.0, maximum=1.0, infotext="Eta", cli="--eta",
+                              cli_group=_SAMPLER,
                               help="eta for ancestral/SDE samplers")
-    eta_ddim: float | None = param(None, label="Eta DDIM", infotext="Eta DDIM", cli="--eta-ddim", cli_group=_SAMPLER)
-    s_churn: float | None = param(None, label="Sigma churn", infotext="Sigma churn", cli="--s-churn",
+    eta_ddim: float | None = param(None, label="Eta DDIM", minimum=0.0, maximum=1.0, infotext="Eta DDIM",
+                                   cli="--eta-ddim", cli_group=_SAMPLER)
+    s_churn: float | None = param(None, label="Sigma churn", minimum=0.0, maximum=100.0, infotext="Sigma churn",
+                                  cli="--s-churn",
                                   cli_group=_SAMPLER)
-    s_tmin: float | None = param(None, label="Sigma tmin", infotext="Sigma tmin", cli="--s-tmin", cli_group=_SAMPLER)
-    s_tmax: float | None = param(None, label="Sigma tmax", infotext="Sigma tmax", cli="--s-tmax", cli_group=_SAMPLER)
-    s_noise: float | None = param(None, label="Sigma noise", infotext="Sigma noise", cli="--s-noise",
+    s_tmin: float | None = param(None, label="Sigma tmin", minimum=0.0, maximum=10.0, infotext="Sigma tmin",
+                                 cli="--s-tmin", cli_group=_SAMPLER)
+    s_tmax: float | None = param(None, label="Sigma tmax", minimum=0.0, maximum=999.0, infotext="Sigma tmax",
+                                 cli="--s-tmax", cli_group=_SAMPLER)
+    s_noise: float | None = param(None, label="Sigma noise", minimum=0.0, maximum=1.1, infotext="Sigma noise",
+                                  cli="--s-noise",
                                   cli_group=_SAMPLER)
-    ensd: int | None = param(None, label="Eta noise seed delta", infotext="ENSD", infotext_omit=(0,), cli="--ensd",
-                             cli_group=_SAMPLER, help="eta noise seed delta")
+    # Bounded like a seed: it is added to one, and the sum seeds a torch generator.
+    ensd: int | None = param(None, label="Eta noise seed delta", minimum=0, maximum=SEED_MAX, infotext="ENSD",
+                             infotext_omit=(0,), cli="--ensd", cli_group=_SAMPLER, help="eta noise seed delta")
     rng: str | None = param(None, label="Random number generator source", noun="RNG source", choices=RNG_SOURCES,
                             infotext="RNG", infotext_omit=("GPU",), cli="--rng", cli_group=_SAMPLER,
                             help="random number source")
-    sigma_min: float | None = param(None, label="Schedule min sigma", infotext="Schedule min sigma",
+    sigma_min: float | None = param(None, label="Schedule min sigma", minimum=0.0, infotext="Schedule min sigma",
                                     cli="--sigma-min", cli_group=_SAMPLER)
-    sigma_max: float | None = param(None, label="Schedule max sigma", infotext="Schedule max sigma",
+    sigma_max: float | None = param(None, label="Schedule max sigma", minimum=0.0, infotext="Schedule max sigma",
                                     cli="--sigma-max", cli_group=_SAMPLER)
-    rho: float | None = param(None, label="Schedule rho", infotext="Schedule rho", cli="--rho", cli_group=_SAMPLER)
+    rho: float | None = param(None, label="Schedule rho", minimum=0.0, infotext="Schedule rho", cli="--rho",
+                              cli_group=_SAMPLER)
     # Written to infotext only above 1 (infotext.py).
     clip_skip: int | None = param(None, label="Clip skip", minimum=1, maximum=CLIP_SKIP_MAX, infotext="Clip skip",
                                   cli="--clip-skip", cli_group=_SAMPLER,

@@ -1,39 +1,57 @@
 """User settings (A1111's option names), the defaults every request falls back to.
 
 A request field left at None takes the value here; infotext records the values actually used, so a pasted
-infotext regenerates the same picture whatever the settings are."""
+infotext regenerates the same picture whatever the settings are. Each setting is declared with its bounds
+(fields.param), like the request fields: PipelineManager.update_settings refuses a value outside them, so a bad
+setting is never stored."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .fields import param
+from .params import CLIP_SKIP_MAX, EMPHASIS_MODES, NOISE_MULTIPLIER_MAX, SEED_MAX
 
 RNG_SOURCES = ("CPU", "GPU")
 
 
 @dataclass
 class Settings:
-    sd_checkpoints_limit: int = 1  # checkpoints kept in RAM
-    lora_in_memory_limit: int = 4  # LoRA files kept parsed in RAM per loaded model (A1111's default is 0)
-    sd_vae: str = "Automatic"  # "Automatic", "None" or a file in models/VAE
-    cross_attention_optimization: str = "Automatic"
-    CLIP_stop_at_last_layers: int = 1  # "Clip skip"
-    emphasis: str = "Original"
-    eta_ancestral: float = 1.0  # "Eta" for ancestral / SDE samplers
-    eta_ddim: float = 0.0  # "Eta DDIM"
-    s_churn: float = 0.0
-    s_tmin: float = 0.0
-    s_tmax: float = 0.0  # 0 = infinity, as A1111
-    s_noise: float = 1.0
-    eta_noise_seed_delta: int = 0  # "ENSD"
+    sd_checkpoints_limit: int = param(1, label="Maximum number of checkpoints loaded at the same time",
+                                      noun="checkpoints kept in RAM", minimum=1, maximum=10)
+    # LoRA files kept parsed in RAM per loaded model (A1111's default is 0)
+    lora_in_memory_limit: int = param(4, label="Number of LoRA files to keep parsed in memory",
+                                      noun="LoRA files kept in memory", minimum=0, maximum=20)
+    sd_vae: str = param("Automatic", label="SD VAE")  # "Automatic", "None" or a file in models/VAE
+    cross_attention_optimization: str = param("Automatic", label="Cross attention optimization")
+    CLIP_stop_at_last_layers: int = param(1, label="Clip skip", minimum=1, maximum=CLIP_SKIP_MAX)
+    emphasis: str = param("Original", label="Emphasis", choices=EMPHASIS_MODES)
+    eta_ancestral: float = param(1.0, label="Eta for k-diffusion samplers", noun="eta", minimum=0.0, maximum=1.0)
+    eta_ddim: float = param(0.0, label="Eta for DDIM", noun="eta DDIM", minimum=0.0, maximum=1.0)
+    s_churn: float = param(0.0, label="sigma churn", minimum=0.0, maximum=100.0)
+    s_tmin: float = param(0.0, label="sigma tmin", minimum=0.0, maximum=10.0)
+    s_tmax: float = param(0.0, label="sigma tmax", minimum=0.0, maximum=999.0)  # 0 = infinity, as A1111
+    s_noise: float = param(1.0, label="sigma noise", minimum=0.0, maximum=1.1)
+    eta_noise_seed_delta: int = param(0, label="Eta noise seed delta", noun="ENSD", minimum=0, maximum=SEED_MAX)
     # CPU noise is the same on every machine; "GPU" reproduces A1111's default on CUDA machines.
-    randn_source: str = "CPU"
-    sigma_min: float = 0.0  # 0 = the model's
-    sigma_max: float = 0.0
-    rho: float = 0.0  # 0 = the schedule's default
-    always_discard_next_to_last_sigma: bool = False
-    beta_dist_alpha: float = 0.6
-    beta_dist_beta: float = 0.6
+    randn_source: str = param("CPU", label="Random number generator source", noun="RNG source",
+                              choices=RNG_SOURCES)
+    sigma_min: float = param(0.0, label="sigma min", minimum=0.0)  # 0 = the model's
+    sigma_max: float = param(0.0, label="sigma max", minimum=0.0)
+    rho: float = param(0.0, label="rho", minimum=0.0)  # 0 = the schedule's default
+    always_discard_next_to_last_sigma: bool = param(False, label="Always discard next-to-last sigma")
+    beta_dist_alpha: float = param(0.6, label="Beta schedule alpha", minimum=0.01, maximum=1.0)
+    beta_dist_beta: float = param(0.6, label="Beta schedule beta", minimum=0.01, maximum=1.0)
     # img2img
-    img2img_fix_steps: bool = False  # "do exactly the amount of steps the slider specifies"
-    initial_noise_multiplier: float = 1.0
-    inpainting_mask_weight: float = 1.0  # "Inpainting conditioning mask strength"
-    img2img_background_color: str = "#ffffff"  # transparent init images are flattened onto it
+    img2img_fix_steps: bool = param(False, label="With img2img, do exactly the amount of steps the slider specifies")
+    initial_noise_multiplier: float = param(1.0, label="Noise multiplier for img2img", noun="noise multiplier",
+                                            minimum=0.0, maximum=NOISE_MULTIPLIER_MAX)
+    inpainting_mask_weight: float = param(1.0, label="Inpainting conditioning mask strength",
+                                          noun="conditional mask weight", minimum=0.0, maximum=1.0)
+    # transparent init images are flattened onto it
+    img2img_background_color: str = param("#ffffff", label="img2img background color")
+
+    def validate(self) -> Settings:
+        from .fields import validate
+
+        validate(self)
+        return self

@@ -6,6 +6,7 @@ import dataclasses
 import gradio as gr
 
 from ..engine.models.attention import ATTENTION_MODES
+from ..engine.errors import UserError
 from ..engine.manager import PipelineManager
 from ..engine.prompts.encoder import EMPHASIS_MODES
 from ..engine.settings import RNG_SOURCES, Settings
@@ -61,11 +62,17 @@ def build_tab(manager: PipelineManager):
     def apply_settings(*values):
         types = {f.name: f.type for f in dataclasses.fields(Settings)}
         changes = {}
-        for (name, _, _), value in zip(FIELDS, values):
+        for (name, label, _), value in zip(FIELDS, values):
             kind = types[name]
-            changes[name] = (int(value) if kind == "int" else float(value) if kind == "float"
-                             else bool(value) if kind == "bool" else value)
-        manager.update_settings(**changes)  # under the manager's lock: a running job keeps its snapshot
+            try:
+                changes[name] = (int(value) if kind == "int" else float(value) if kind == "float"
+                                 else bool(value) if kind == "bool" else value)
+            except (TypeError, ValueError, OverflowError):
+                return f"Not applied: {label} must be a number, got {value!r}"
+        try:
+            manager.update_settings(**changes)  # a running job keeps its snapshot; a bad value stores nothing
+        except UserError as e:
+            return f"Not applied: {e}"
         return "Settings applied."
 
     apply.click(apply_settings, inputs=widgets, outputs=status, api_name="apply_settings")
