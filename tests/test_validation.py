@@ -61,3 +61,77 @@ def test_a_lone_surrogate_in_a_prompt_is_replaced_with_a_warning(manager):
     assert any("prompt were replaced" in w for w in processed.warnings)
     assert any("negative prompt were replaced" in w for w in processed.warnings)
     assert manager.token_count("a \ud800 cat", 20)[1] == 75
+
+
+@pytest.mark.parametrize("device, message", [
+    ("bogus", "unknown device 'bogus'"),
+    ("cuda", "device 'cuda' cannot be used"),
+])
+def test_bad_devices_are_one_line_errors(tmp_path, tiny_files, capsys, device, message):
+    import torch
+
+    from webui import cli
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = cli.main(["txt2img", "--device", device, "--ckpt", str(tiny_files["safetensors"]), "--prompt", "x",
+                     "--outdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {message}") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("scale", ["nan", "0", "-1", "inf"])
+def test_img2img_scale_must_be_a_positive_number(tmp_path, tiny_files, capsys, scale):
+    from PIL import Image
+
+    from webui import cli
+
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64)).save(init)
+    code = cli.main(["img2img", "--ckpt", str(tiny_files["safetensors"]), "--init-image", str(init),
+                     "--scale", scale, "--outdir", str(tmp_path)])
+    assert code == 2 and "--scale must be a number above 0" in capsys.readouterr().err
+
+
+def test_common_flags_may_come_before_the_subcommand(tmp_path, tiny_files, capsys):
+    from webui import cli
+
+    code = cli.main(["--outdir", str(tmp_path), "txt2img", "--ckpt", str(tiny_files["safetensors"]),
+                     "--prompt", "img2img", "--steps", "1", "--width", "64", "--height", "64"])
+    assert code == 0
+    (path,) = capsys.readouterr().out.split()
+    assert path.startswith(str(tmp_path)) and path.endswith(".png")
+
+
+@pytest.mark.parametrize("shape, message", [((10**6, 0, 3, 3), "empty dimension"),
+                                            ((40000, 4, 3, 3), "wrong shape .*input_blocks.0.0.weight")])
+def test_absurd_tensor_shapes_are_refused_before_allocation(manager, data_dir, shape, message):
+    import torch
+    from safetensors.torch import save_file
+
+    from webui.engine.models import ArchitectureError
+    from webui.engine.models.tiny import tiny_state_dict
+
+    state = tiny_state_dict(0)
+    state["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(shape)
+    save_file(state, str(data_dir / "models" / "Stable-diffusion" / "absurd.safetensors"))
+    before = np.asarray(manager.txt2img(small(steps=2), None).images[0])
+    with pytest.raises(ArchitectureError, match=message):
+        manager.load("absurd")
+    assert np.array_equal(np.asarray(manager.txt2img(small(steps=2), None).images[0]), before)
+
+
+def test_implausible_widths_are_refused_from_shapes_alone():
+    """A file claiming a 20000-wide text encoder is refused by detection, which reads shapes only (meta
+    tensors here: nothing is allocated)."""
+    import torch
+
+    from webui.engine.models import ArchitectureError, detect
+    from webui.engine.models.tiny import tiny_state_dict
+
+    shapes = {k: torch.empty(v.shape, device="meta") for k, v in tiny_state_dict(0).items()}
+    key = next(k for k in shapes if k.endswith("embeddings.token_embedding.weight"))
+    shapes[key] = torch.empty(49408, 20000, device="meta")
+    with pytest.raises(ArchitectureError, match="implausible checkpoint: text encoder 1 width 20000"):
+        detect(shapes)
+

@@ -173,6 +173,10 @@ def run_img2img(argv: list[str]) -> int:
     init = open_image(args.init_image, MAX_INIT_PIXELS)
     mask = open_mask(args.mask, MAX_INIT_PIXELS) if args.mask else None
     params = params_from_args(args).replace(resize_mode=resize_mode_index(args.resize_mode))
+    if args.scale is not None and not (0 < args.scale <= 8):  # also refuses nan, which no comparison passes
+        from .engine.errors import UserError
+
+        raise UserError(f"--scale must be a number above 0 and at most 8, got {args.scale}")
     if args.scale is not None:
         from .engine.imaging.ops import scale_to_size
 
@@ -211,8 +215,18 @@ def run_ui(argv: list[str]) -> int:
     return 0
 
 
+def _command_first(argv: list[str]) -> list[str]:
+    """`webui --data-dir X txt2img …` as `webui txt2img --data-dir X …`: common flags may come first."""
+    if not argv or argv[0] in COMMANDS:
+        return argv
+    for i, arg in enumerate(argv):
+        if arg in COMMANDS and not argv[i - 1].startswith("--prompt"):
+            return [arg, *argv[:i], *argv[i + 1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _command_first(sys.argv[1:] if argv is None else list(argv))
     command = argv[0] if argv and argv[0] in COMMANDS else None
     runner = {"txt2img": run_txt2img, "img2img": run_img2img, "make-tiny-model": run_make_tiny_model,
               None: run_ui}[command]

@@ -88,6 +88,28 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_device(name: str | torch.device | None) -> torch.device:
+    """The device a user asked for, or a clear UserError: an unknown name, or one this torch build or machine
+    does not have (`--device cuda` on a CPU-only torch), never a traceback from deep inside a job."""
+    if not name:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"unknown device {str(name)!r}: use cpu, cuda, cuda:N or mps") from None
+    available = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+                 "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if device.type not in available:
+        raise UserError(f"unsupported device {str(name)!r}: use cpu, cuda, cuda:N or mps")
+    if not available[device.type]():
+        build = "this torch build has no CUDA" if device.type == "cuda" and torch.version.cuda is None else \
+            "none is available"
+        raise UserError(f"device {str(name)!r} cannot be used: {build}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"device {str(name)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
@@ -103,7 +125,7 @@ class PipelineManager:
         self.hashes = HashCache(Path(data_dir) / "cache.json")
         self.loras = LoraLibrary(Path(lora_dir or Path(data_dir) / "models" / "Lora"), self.hashes)
         self.embeddings = EmbeddingDatabase(Path(embeddings_dir or Path(data_dir) / "embeddings"), self.hashes)
-        self.device = torch.device(device) if device else default_device()
+        self.device = check_device(device)
         self.dtype = dtype or default_dtype(self.device)
         self.vae_dtype = vae_dtype or self.dtype  # --no-half-vae keeps the VAE in fp32
         if offload not in ("none", "medvram", "lowvram"):

@@ -273,10 +273,12 @@ def detect(state_dict: Mapping[str, torch.Tensor], yaml_text: str | None = None)
             f"unsupported architecture: a {family.label}-style text encoder with a UNet size/image embedding "
             "(label_emb), e.g. SD2 unCLIP")
 
+    _check_no_empty_tensors(sd, family)
     unet = _unet_sizes(sd)
     vae = _vae_sizes(sd)
     check_channels(unet, vae["latent_channels"])
     text, text_2 = (_tower_sizes(sd, tower) if tower else None for tower in family.towers)
+    _check_plausible(unet, vae, text, text_2)
     widths = [t["hidden_size"] for t in (text, text_2) if t]
     if sum(widths) != unet["cross_attention_dim"]:
         raise ArchitectureError(f"inconsistent checkpoint: text encoder width {' + '.join(map(str, widths))} "
@@ -289,6 +291,33 @@ def detect(state_dict: Mapping[str, torch.Tensor], yaml_text: str | None = None)
         prediction = "v_prediction" if family.looks_v(sd, unet) else "epsilon"
     return make_architecture(family.key, unet=unet, vae=vae, text_encoder=text, text_encoder_2=text_2,
                              prediction_type=prediction)
+
+
+# Far above any published model (SDXL: 1280 UNet channels, bigG 1280 wide, 32 layers); a file claiming more is
+# broken or hostile, and building it would try to allocate terabytes before any weight is read.
+MAX_WIDTH, MAX_LAYERS = 16384, 256
+
+
+def _check_no_empty_tensors(sd: Mapping, family: ModelFamily):
+    prefixes = (UNET_PREFIX, VAE_PREFIX, *(t.prefix.split("transformer.")[0] for t in family.towers if t))
+    for key, tensor in sd.items():
+        if key.startswith(prefixes) and tensor.dim() > 0 and 0 in tensor.shape:
+            raise ArchitectureError(f"broken checkpoint: tensor {key} has an empty dimension {tuple(tensor.shape)}")
+
+
+def _check_plausible(unet: dict, vae: dict, *texts: dict | None):
+    widths = {"UNet channels": max(unet["block_out_channels"]), "UNet cross-attention width":
+              unet["cross_attention_dim"], "VAE channels": max(vae["block_out_channels"])}
+    for i, text in enumerate(t for t in texts if t):
+        widths[f"text encoder {i + 1} width"] = text["hidden_size"]
+        widths[f"text encoder {i + 1} vocabulary / 64"] = text["vocab_size"] // 64
+        if text["num_hidden_layers"] > MAX_LAYERS:
+            raise ArchitectureError(f"implausible checkpoint: text encoder {i + 1} has {text['num_hidden_layers']} "
+                                    f"layers (at most {MAX_LAYERS})")
+    for what, width in widths.items():
+        if width > MAX_WIDTH:
+            raise ArchitectureError(f"implausible checkpoint: {what} {width} (at most {MAX_WIDTH}); the file is "
+                                    "broken or not a Stable Diffusion model")
 
 
 def _tower_sizes(sd: Mapping, tower) -> dict:
