@@ -151,18 +151,20 @@ def _manager(args):
                            lora_dir=args.lora_dir)
 
 
+def _print_path(path) -> None:
+    print(path, flush=True)  # as soon as the file exists: a killed batch has printed every image it saved
+
+
 def _report(processed) -> int:
     for warning in processed.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for path in processed.paths:
-        print(path)
     return 0
 
 
 def run_txt2img(argv: list[str]) -> int:
     args = txt2img_parser().parse_args(argv)
     _, outdir = _paths(args)
-    return _report(_manager(args).txt2img(params_from_args(args), outdir))
+    return _report(_manager(args).txt2img(params_from_args(args), outdir, on_saved=_print_path))
 
 
 def run_img2img(argv: list[str]) -> int:
@@ -183,7 +185,7 @@ def run_img2img(argv: list[str]) -> int:
         width, height = scale_to_size(*init.size, args.scale)
         params = params.replace(width=width, height=height)
     _, outdir = _paths(args)
-    return _report(_manager(args).img2img(params, init, mask, outdir))
+    return _report(_manager(args).img2img(params, init, mask, outdir, on_saved=_print_path))
 
 
 def run_make_tiny_model(argv: list[str]) -> int:

@@ -332,12 +332,13 @@ class PipelineManager:
         with self._settings_lock:
             return dataclasses.replace(self.settings)
 
-    def txt2img(self, params: GenerationParams, outdir: Path | None, on_progress=None) -> Processed:
-        """Generate and (when outdir is given) save under outdir/txt2img-images/DATE/."""
-        return self._generate(params, outdir, "txt2img-images", on_progress)
+    def txt2img(self, params: GenerationParams, outdir: Path | None, on_progress=None, on_saved=None) -> Processed:
+        """Generate and (when outdir is given) save under outdir/txt2img-images/DATE/, each image as soon as it
+        is decoded; on_saved(path) is called right after each file exists."""
+        return self._generate(params, outdir, "txt2img-images", on_progress, on_saved=on_saved)
 
     def img2img(self, params: GenerationParams, init_image, mask=None, outdir: Path | None = None,
-                on_progress=None) -> Processed:
+                on_progress=None, on_saved=None) -> Processed:
         """img2img (no mask) or inpainting (mask: white = regenerate) from a PIL image; saved under
         outdir/img2img-images/DATE/. Unset img2img fields take A1111's UI defaults (strength 0.75, mask blur 4,
         masked content "original", whole picture, padding 32)."""
@@ -348,12 +349,27 @@ class PipelineManager:
             from .jobs import img2img
 
             return img2img.prepare(model.components, request, settings, init_image, mask)
-        return self._generate(params, outdir, "img2img-images", on_progress, prepare)
+        return self._generate(params, outdir, "img2img-images", on_progress, prepare, on_saved)
 
     def _generate(self, params: GenerationParams, outdir: Path | None, subdir: str, on_progress,
-                  prepare_init=None) -> Processed:
+                  prepare_init=None, on_saved=None) -> Processed:
         params.validate()
         params, warnings = _clean_prompts(params)
+        processed = Processed([], [], [], [])
+
+        def keep_image(item):  # each image as it is made: an interrupt or a kill loses only the one in progress
+            text = format_infotext(item.params)
+            processed.images.append(item.image)
+            processed.params.append(item.params)
+            processed.infotexts.append(text)
+            if outdir is not None:
+                path = images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text)
+                processed.paths.append(path)
+                if on_saved is not None:
+                    on_saved(path)
+
+        if outdir is not None:
+            images.clean_temp_files(Path(outdir) / subdir)
         with self.lock:
             settings = self.settings_snapshot()  # the whole job reads this; Apply meanwhile reaches the next job
             self._interrupt.clear()
@@ -371,18 +387,11 @@ class PipelineManager:
                 vae=model.vae_info.model_name if model.vae_info else None,
                 vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
                 extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
-            control = jobs.JobControl(on_progress, self._interrupt.is_set)
+            control = jobs.JobControl(on_progress, self._interrupt.is_set, on_image=keep_image)
             result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
                                    device=self.device, start=start)
-        processed = Processed([], [], [], [], interrupted=result.interrupted, extra_networks=result.extra_networks,
-                              warnings=warnings + loras.warnings)
-        for item in result.images:
-            text = format_infotext(item.params)
-            processed.images.append(item.image)
-            processed.params.append(item.params)
-            processed.infotexts.append(text)
-            if outdir is not None:
-                processed.paths.append(images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text))
+        processed.interrupted, processed.extra_networks = result.interrupted, result.extra_networks
+        processed.warnings = warnings + loras.warnings
         return processed
 
 

@@ -15,6 +15,33 @@ _counter_lock = threading.Lock()
 _leading_number = re.compile(r"^(\d+)")
 
 
+TEMP_SUFFIX = ".png.tmp"
+_temp_name = re.compile(r"^\.(\d+)-.*" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def clean_temp_files(outdir: Path) -> int:
+    """Remove the half-written PNGs of processes that no longer run (a kill during a save), under outdir's date
+    folders; a temp file of a process that still runs is left alone. Returns how many were removed."""
+    removed = 0
+    for path in Path(outdir).glob(f"*/.*{TEMP_SUFFIX}"):
+        m = _temp_name.match(path.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _umask() -> int:
     with _counter_lock:  # os.umask can only be read by setting it: restore it at once, one thread at a time
         mask = os.umask(0o022)
@@ -38,7 +65,7 @@ def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today
     folder.mkdir(parents=True, exist_ok=True)
     meta = PngInfo()
     meta.add_text("parameters", infotext)
-    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder)
     try:
         # mkstemp makes 0600 files; outputs get what an ordinary new file gets (0644 under the usual umask)
         os.fchmod(fd, 0o666 & ~_umask())

@@ -29,6 +29,7 @@ class JobControl:
     """What a running job reports and obeys: progress callback and an interrupt flag."""
     on_progress: Callable[[int, int], None] | None = None  # (model evaluations done, total)
     interrupted: Callable[[], bool] = lambda: False
+    on_image: Callable[[GeneratedImage], None] | None = None  # each image as soon as it is decoded (saving)
 
 
 @dataclass
@@ -147,6 +148,8 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
         images = [start.finish(image) for image in decode.latents_to_images(components.vae, latents)]
         for seed, subseed, image in zip(batch_seeds, batch_subseeds, images):
             result.images.append(GeneratedImage(image, _own_params(base, params, seed, subseed)))
+            if control.on_image is not None:
+                control.on_image(result.images[-1])
     if control.on_progress and not result.interrupted:
         control.on_progress(progress.total, progress.total)
     return result
