@@ -7,6 +7,8 @@ the folder ("style/ink"). The listing reads only each safetensors header, so hun
 from __future__ import annotations
 
 import json
+import logging
+import os
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from pathlib import Path
 
 from ..models.checkpoints import HashCache, file_sha256
 from .formats import LoraError
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = (".safetensors", ".pt", ".ckpt")
 PREVIEW_SUFFIXES = (".png", ".preview.png", ".jpg", ".jpeg", ".preview.jpg", ".webp", ".preview.webp")
@@ -66,11 +70,16 @@ class LoraInfo:
         return f"{self.path}:{self.stamp}"
 
 
-def _preview(path: Path) -> Path | None:
+def _preview(path: Path, root: Path) -> Path | None:
+    """The preview image beside a LoRA file. A preview that resolves outside the LoRA folder (a symlink, e.g.
+    from an unpacked archive, to any file on the machine) is never offered: the browser would be served it."""
     stem = path.with_suffix("")
     for suffix in PREVIEW_SUFFIXES:
         candidate = stem.with_name(stem.name + suffix)
         if candidate.is_file():
+            if not Path(os.path.realpath(candidate)).is_relative_to(os.path.realpath(root)):
+                log.warning("LoRA preview %s points outside %s: not shown", candidate, root)
+                return None
             return candidate
     return None
 
@@ -103,12 +112,12 @@ class LoraLibrary:
             stamp = (st.st_size, st.st_mtime_ns)
             old = self._known.get(path)
             if old is not None and old.stamp == stamp:
-                old.preview = _preview(path)
+                old.preview = _preview(path, self.root)
                 found.append(old)
                 continue
             relative = path.relative_to(self.root).with_suffix("").as_posix()
             meta = read_metadata(path)
-            info = LoraInfo(path.stem, path, relative, meta.get("ss_output_name") or path.stem, _preview(path),
+            info = LoraInfo(path.stem, path, relative, meta.get("ss_output_name") or path.stem, _preview(path, self.root),
                             stamp, meta)
             found.append(info)
         self._known = {info.path: info for info in found}
