@@ -311,3 +311,17 @@ def test_sdxl_kohya_lora_end_to_end(data_dir, lora_dir):
     with pytest.raises(LoraError, match="none of its 2 keys matched"):
         m.txt2img(small(model="xl", prompt="<lora:sd1:1>"), None)
     assert np.array_equal(pixels(m.txt2img(small(model="xl"), None)), base)
+
+
+def test_a_lora_with_nan_weights_is_refused_and_the_model_kept(manager, lora_dir):
+    from webui.engine.lora.formats import LoraError
+
+    sd = kohya_lora(manager.current, seed=6)
+    first = next(k for k in sd if k.endswith("lora_up.weight"))
+    sd[first] = torch.full_like(sd[first], float("nan"))
+    write(lora_dir, "nan", sd)
+    before, base = weights(manager.current), pixels(manager.txt2img(small(), None))
+    with pytest.raises(LoraError, match=f"nan.safetensors is broken: {first} contains NaN"):
+        manager.txt2img(small(prompt="a cat <lora:nan:1>"), None)
+    assert_same_weights(weights(manager.current), before)
+    assert np.array_equal(pixels(manager.txt2img(small(), None)), base)

@@ -61,14 +61,18 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
-            return load_file(str(path), device="cpu")
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise LoraError(f"cannot read LoRA file {path.name}: {type(e).__name__}: {e}") from e
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise LoraError(f"cannot read LoRA file {path.name}: not a dictionary of tensors")
+    for key, tensor in sd.items():  # merged, a single NaN would turn every picture black
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise LoraError(f"LoRA file {path.name} is broken: {key} contains NaN or infinite values")
     return sd
 
 
