@@ -325,3 +325,24 @@ def test_a_lora_with_nan_weights_is_refused_and_the_model_kept(manager, lora_dir
         manager.txt2img(small(prompt="a cat <lora:nan:1>"), None)
     assert_same_weights(weights(manager.current), before)
     assert np.array_equal(pixels(manager.txt2img(small(), None)), base)
+
+
+def test_a_pickle_lora_that_would_run_code_is_refused_in_one_plain_sentence(manager, lora_dir, tmp_path):
+    import os
+
+    from webui.engine.lora.formats import LoraError
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"lora_unet_x.lora_up.weight": Payload()}, lora_dir / "evil.pt")
+    with pytest.raises(LoraError) as error:
+        manager.txt2img(small(prompt="a cat <lora:evil:1>"), None)
+    message = str(error.value)
+    assert message.startswith("refused to load LoRA file evil.pt: it contains Python objects")
+    assert "weights_only" not in message and "\x1b" not in message
+    assert not marker.exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = load_file(str(path), device="cpu")
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # no Python object refused: not a pickle of tensors at all
+            raise LoraError(f"cannot read LoRA file {path.name}: not a LoRA file (unreadable pickle)") from e
+        # torch's own message is a paragraph (with terminal colour codes) advising weights_only=False
+        raise LoraError(f"refused to load LoRA file {path.name}: it contains Python objects other than tensors, "
+                        "and unpickling them could run code. Use a .safetensors version of it.") from e
     except Exception as e:
         raise LoraError(f"cannot read LoRA file {path.name}: {type(e).__name__}: {e}") from e
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
