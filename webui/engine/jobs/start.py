@@ -32,7 +32,7 @@ class FromNoise:
         span = (float(plan.denoiser.sigma_min), float(plan.denoiser.sigma_max), plan.steps)
         return Slice(x * plan.sigmas[0], sigmas=plan.sigmas, span=span), None
 
-    def finish_latents(self, latents: torch.Tensor, x0) -> torch.Tensor:
+    def finish_latents(self, latents: torch.Tensor, keep) -> torch.Tensor:
         return latents
 
     def finish(self, image: Image.Image) -> Image.Image:

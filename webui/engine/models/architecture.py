@@ -134,7 +134,8 @@ def make_architecture(family: str = "sd1", *, unet: Mapping | None = None, vae: 
     if prediction_type == "v_prediction" and model_family.v_sample_size:
         # Only a default-resolution hint (SD2's v-models are the 768 px ones); the weights are the same shapes.
         unet_cfg["sample_size"] = model_family.v_sample_size
-    vae_cfg = {**base["vae"], **(vae or {})}
+    # the latent scale is the family's (LatentFormat), whatever the skeleton file says
+    vae_cfg = {**base["vae"], "scaling_factor": model_family.latent.scale_factor, **(vae or {})}
     levels = len(vae_cfg["block_out_channels"])
     vae_cfg["down_block_types"] = ["DownEncoderBlock2D"] * levels
     vae_cfg["up_block_types"] = ["UpDecoderBlock2D"] * levels
