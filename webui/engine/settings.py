@@ -49,6 +49,9 @@ class Settings:
                                           noun="conditional mask weight", minimum=0.0, maximum=1.0)
     # transparent init images are flattened onto it
     img2img_background_color: str = param("#ffffff", label="img2img background color")
+    # the server refuses a request body (an upload included) bigger than this, before reading it all
+    upload_limit_mb: int = param(50, label="Upload size limit (MB)", noun="upload size limit", minimum=1,
+                                 maximum=4096)
 
     def validate(self) -> Settings:
         from .fields import validate

@@ -7,8 +7,9 @@ from pathlib import Path
 import gradio as gr
 
 from ..engine.manager import PipelineManager
-from . import img2img, send_to, settings, txt2img
+from . import img2img, lora_browser, send_to, settings, txt2img
 from .common import user_errors_as_gradio
+from .serving import MB, launch_options
 
 NO_CHECKPOINT_HELP = (
     "**No checkpoint found.** Put a Stable Diffusion `.safetensors` or `.ckpt` file in `{dir}` and press 🔄, "
@@ -91,9 +92,24 @@ def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = N
     return demo
 
 
+def serve_options(demo: gr.Blocks, manager: PipelineManager, outdir: Path) -> dict:
+    """Blocks.launch arguments for what the server serves and accepts (serving.py): files from the outputs
+    folder, gradio's upload folder and the LoRA previews listed, each staying inside its folder once resolved;
+    request bodies up to the `upload_limit_mb` setting."""
+    def previews() -> dict[str, Path]:
+        return dict.fromkeys(lora_browser.offered_previews(), manager.loras.root)
+
+    def limit() -> int:
+        size = int(manager.settings.upload_limit_mb) * MB
+        demo.max_file_size = size  # gradio's own per-file check follows a changed setting too
+        return size
+
+    return launch_options([Path(outdir)], previews, limit)
+
+
 def launch(manager: PipelineManager, outdir: Path, checkpoint: str | None, host: str, port: int):
     if checkpoint:
         manager.load(checkpoint)
     demo = build_app(manager, outdir, manager.current.info.name if manager.current else None)
     demo.queue().launch(server_name=host, server_port=port, show_error=True, inbrowser=False,
-                        allowed_paths=[str(Path(outdir).resolve())])
+                        **serve_options(demo, manager, outdir))

@@ -16,11 +16,14 @@ from PIL import Image, ImageEnhance, ImageFilter
 from ..engine import samplers
 from ..engine.errors import UserError
 from ..engine.imaging.ops import RESIZE_MODES, flatten, scale_to_size
+from ..engine.imaging.open import check_decoded, open_limited
+from ..engine.jobs.img2img import MAX_INIT_PIXELS
 from ..engine.manager import PipelineManager
 from ..engine.imaging.masks import mask_to_l
 from ..engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, GenerationParams
 from . import lora_browser
 from .common import label_of, radio_for, seed_controls, slider_for, user_errors_as_gradio
+from .image_inputs import limit_editor, limit_image
 
 # A1111's sub-tabs in A1111's order (the index is A1111's `mode`); "Batch" is not built.
 MODES = ["img2img", "Sketch", "Inpaint", "Inpaint sketch", "Inpaint upload"]
@@ -34,16 +37,19 @@ SIZE_MODES = ["Resize to", "Resize by"]
 # --- editor values → (init image, mask) ----------------------------------------------------------------
 
 
-def _pil(image) -> Image.Image | None:
-    """A PIL image from what gradio hands over (PIL, numpy array or file path), None stays None."""
-    if image is None or isinstance(image, Image.Image):
-        return image
-    if isinstance(image, np.ndarray):
-        return Image.fromarray(image)
-    if isinstance(image, (str, Path)):
-        return Image.open(image)
+def _pil(image, what: str = "Image") -> Image.Image | None:
+    """A PIL image from what gradio hands over (PIL, numpy array or file path), None stays None. A file is
+    size-checked on its header before it is decoded (the components check uploads the same way, before gradio
+    decodes them); an image already in memory is checked too, so it goes no further."""
+    if image is None:
+        return None
+    if isinstance(image, (Image.Image, np.ndarray)):
+        check_decoded(image, MAX_INIT_PIXELS, what)
+        return image if isinstance(image, Image.Image) else Image.fromarray(image)
     if isinstance(image, dict) and image.get("path"):  # a FileData-like dict
-        return Image.open(image["path"])
+        image = image["path"]
+    if isinstance(image, (str, Path, bytes)):
+        return open_limited(image, MAX_INIT_PIXELS, what)
     raise UserError(f"Cannot read an image from a {type(image).__name__}")
 
 
@@ -61,11 +67,12 @@ def editor_composite(value: dict | None) -> Image.Image | None:
     the layers drawn over it (API callers may send only background + layers)."""
     if not value:
         return None
-    composite = _pil(value.get("composite"))
+    composite = _pil(value.get("composite"), "Composite image")
     if composite is not None:
         return composite
-    background = _pil(value.get("background"))
-    layers = [_pil(layer) for layer in value.get("layers") or [] if layer is not None]
+    background = _pil(value.get("background"), "Background image")
+    layers = [_pil(layer, f"Layer {number}")
+              for number, layer in enumerate(value.get("layers") or [], 1) if layer is not None]
     if background is None and not layers:
         return None
     out = _rgba(background) if background is not None else Image.new("RGBA", layers[0].size, (0, 0, 0, 0))
@@ -79,8 +86,8 @@ def layers_mask(value: dict, size: tuple[int, int]) -> Image.Image:
     transparency counts where its alpha is over half (A1111's create_binary_mask with mask_round; the brush
     colour does not matter); a fully opaque layer is taken as a greyscale mask (an API client's upload)."""
     out = Image.new("L", size, 0)
-    for layer in value.get("layers") or []:
-        layer = _pil(layer)
+    for number, layer in enumerate(value.get("layers") or [], 1):
+        layer = _pil(layer, f"Layer {number}")
         if layer is None:
             continue
         mask = mask_to_l(layer)
@@ -120,7 +127,7 @@ def editor_to_init_mask(mode: str, value: dict | None, mask_alpha: float = 0.0,
         if image is None:
             raise UserError("Sketch: no image; upload one (or draw) in the Sketch tab first")
         return image, None
-    background = _pil(value.get("background"))
+    background = _pil(value.get("background"), "Background image")
     if mode == INPAINT:
         if background is None:
             raise UserError("Inpaint: no image; upload one in the Inpaint tab, then paint the mask over it")
@@ -181,14 +188,14 @@ def init_and_mask(mode: str, init_image=None, mask=None, sketch=None, inpaint=No
     if mode == IMG2IMG:
         if init_image is None:
             raise UserError("img2img: no init image; upload one in the img2img tab first")
-        return _pil(init_image), None
+        return _pil(init_image, "Init image"), None
     if mode == INPAINT_UPLOAD:
-        image = _pil(inpaint_image if inpaint_image is not None else init_image)
+        image = _pil(inpaint_image if inpaint_image is not None else init_image, "Image to inpaint")
         if image is None:
             raise UserError("Inpaint upload: no image; upload the image to inpaint first")
         if mask is None:
             raise UserError("Inpaint upload: no mask; upload a mask (white = regenerate)")
-        return image, _pil(mask)
+        return image, _pil(mask, "Mask")
     editor = {SKETCH: sketch, INPAINT: inpaint, INPAINT_SKETCH: inpaint_sketch}[mode]
     return editor_to_init_mask(mode, editor, mask_alpha, mask_blur)
 
@@ -239,9 +246,10 @@ class Img2ImgTab:
 
 
 def _editor(label: str, elem_id: str, brush: gr.Brush | None = None) -> gr.ImageEditor:
-    # type="pil", RGBA so the layers keep their alpha; png so a value set from Python is not made lossy (webp)
-    return gr.ImageEditor(label=label, type="pil", image_mode="RGBA", format="png", layers=False,
-                          brush=brush, sources=("upload", "clipboard"), elem_id=elem_id, height=480)
+    # type="pil", RGBA so the layers keep their alpha; png so a value set from Python is not made lossy (webp);
+    # limited: every part's size is checked on its header before gradio decodes it
+    return limit_editor(gr.ImageEditor(label=label, type="pil", image_mode="RGBA", format="png", layers=False,
+                                       brush=brush, sources=("upload", "clipboard"), elem_id=elem_id, height=480))
 
 
 def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None = None) -> Img2ImgTab:
@@ -295,8 +303,9 @@ def _input_tabs(ui: SimpleNamespace) -> None:
     ui.mode = gr.Radio(MODES, value=IMG2IMG, label="Mode", visible=False)
     with gr.Tabs(elem_id="img2img_mode_tabs") as ui.tabs:
         with gr.Tab("img2img", id=TAB_IDS[IMG2IMG]) as ui.tab_img2img:
-            ui.init_image = gr.Image(label="Image for img2img", type="pil", image_mode=None, format="png",
-                                     sources=("upload", "clipboard"), elem_id="img2img_image", height=480)
+            ui.init_image = limit_image(gr.Image(label="Image for img2img", type="pil", image_mode=None,
+                                                 format="png", sources=("upload", "clipboard"),
+                                                 elem_id="img2img_image", height=480), "Init image")
         with gr.Tab("Sketch", id=TAB_IDS[SKETCH]) as ui.tab_sketch:
             ui.sketch = _editor("Image for img2img (sketch over it)", "img2img_sketch")
         with gr.Tab("Inpaint", id=TAB_IDS[INPAINT]) as ui.tab_inpaint:
@@ -307,11 +316,12 @@ def _input_tabs(ui: SimpleNamespace) -> None:
         with gr.Tab("Inpaint sketch", id=TAB_IDS[INPAINT_SKETCH]) as ui.tab_inpaint_sketch:
             ui.inpaint_sketch = _editor("Color sketch inpainting", "img2img_inpaint_sketch")
         with gr.Tab("Inpaint upload", id=TAB_IDS[INPAINT_UPLOAD]) as ui.tab_inpaint_upload:
-            ui.inpaint_image = gr.Image(label="Image", type="pil", image_mode=None, format="png",
-                                        sources=("upload", "clipboard"), elem_id="img2img_inpaint_image")
-            ui.inpaint_mask = gr.Image(label="Mask (white = regenerate)", type="pil", image_mode=None,
-                                       format="png", sources=("upload", "clipboard"),
-                                       elem_id="img2img_inpaint_mask")
+            ui.inpaint_image = limit_image(gr.Image(label="Image", type="pil", image_mode=None, format="png",
+                                                    sources=("upload", "clipboard"),
+                                                    elem_id="img2img_inpaint_image"), "Image to inpaint")
+            ui.inpaint_mask = limit_image(gr.Image(label="Mask (white = regenerate)", type="pil", image_mode=None,
+                                                   format="png", sources=("upload", "clipboard"),
+                                                   elem_id="img2img_inpaint_mask"), "Mask")
     ui.mask_alpha = gr.Slider(0, 100, value=0, step=1, label="Mask transparency", visible=False)
 
 

@@ -127,6 +127,13 @@ def preview_url(path: Path) -> str:
     return "gradio_api/file=" + quote(Path(absolute).as_posix(), safe="/:")
 
 
+def offered_previews() -> set[str]:
+    """The preview files listings have offered so far (absolute paths, as in their URLs): the file route serves
+    these and, in the LoRA folder, nothing else (webui/ui/serving.py)."""
+    with _served_lock:
+        return set(_served)
+
+
 def matches(info: LoraInfo, search: str) -> bool:
     needle = (search or "").strip().lower()
     return not needle or any(needle in text.lower() for text in (info.name, info.alias, info.relative))

@@ -8,7 +8,9 @@ import gradio as gr
 from PIL import Image
 
 from ..engine.errors import UserError
+from ..engine.imaging.open import open_limited
 from ..engine.infotext import parse_infotext
+from ..engine.jobs.img2img import MAX_INIT_PIXELS
 from . import img2img
 from .common import user_errors_as_gradio
 
@@ -30,7 +32,7 @@ def open_result(path: str, outdir: Path) -> Image.Image:
     resolved = Path(path).resolve()
     if not resolved.is_relative_to(Path(outdir).resolve()) or not resolved.is_file():
         raise UserError(f"not a generated image: {path}")
-    with Image.open(resolved) as im:
+    with open_limited(resolved, MAX_INIT_PIXELS) as im:  # any file can be dropped in there: header first
         return im.convert("RGB")
 
 

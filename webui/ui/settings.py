@@ -44,6 +44,8 @@ FIELDS = [
      lambda v: gr.Slider(0, 1, value=v, step=0.01)),
     ("img2img_background_color", "With img2img, fill transparent parts of the input image with this color",
      lambda v: gr.ColorPicker(v)),
+    ("upload_limit_mb", "Upload size limit in MB (a bigger request or upload is refused)",
+     lambda v: gr.Number(v, precision=0)),
 ]
 
 
