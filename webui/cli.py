@@ -40,6 +40,9 @@ def _add_common(p: argparse.ArgumentParser):
                    help="textual inversion folder, searched recursively (default: DATA_DIR/embeddings)")
     p.add_argument("--lora-dir", type=Path, default=None,
                    help="LoRA / LyCORIS folder, searched recursively (default: DATA_DIR/models/Lora)")
+    p.add_argument("--disable-nan-check", action="store_true",
+                   help="save whatever a job makes even when its latent turns NaN (a black picture) instead of "
+                        "stopping with an error")
 
 
 def launch_parser() -> argparse.ArgumentParser:
@@ -148,7 +151,7 @@ def _manager(args):
                            embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
                            vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
                            offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none",
-                           lora_dir=args.lora_dir)
+                           lora_dir=args.lora_dir, nan_check=not args.disable_nan_check)
 
 
 def _print_path(path) -> None:
@@ -183,9 +186,20 @@ def run_img2img(argv: list[str]) -> int:
         from .engine.imaging.ops import scale_to_size
 
         width, height = scale_to_size(*init.size, args.scale)
+        _check_scaled_size(args.scale, init.size, (width, height))
         params = params.replace(width=width, height=height)
     _, outdir = _paths(args)
     return _report(_manager(args).img2img(params, init, mask, outdir, on_saved=_print_path))
+
+
+def _check_scaled_size(scale: float, size: tuple[int, int], scaled: tuple[int, int]) -> None:
+    """A size --scale made is blamed on --scale, not on a --width the user never gave."""
+    from .engine.errors import UserError
+    from .engine.params import SIZE_MAX, SIZE_MIN
+
+    if not all(SIZE_MIN <= n <= SIZE_MAX for n in scaled):
+        raise UserError(f"--scale {scale:g} makes the {size[0]}x{size[1]} init image {scaled[0]}x{scaled[1]}; "
+                        f"width and height must be between {SIZE_MIN} and {SIZE_MAX}")
 
 
 def run_make_tiny_model(argv: list[str]) -> int:

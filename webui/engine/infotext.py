@@ -51,7 +51,7 @@ def _str(v) -> str:
 
 def _field(key: str, value) -> str:
     v = _str(value)
-    if v == key:  # A1111 writes a bare key when key == value
+    if v == key == key.strip():  # A1111 writes a bare key when key == value (read back stripped, so not "k ")
         return key
     # A1111's quote(): JSON-quote values with `,`, `\n` or `:`. We also quote a value starting with
     # `"` or whitespace, which the reader would otherwise json-decode or strip (A1111 reads it fine).
@@ -178,7 +178,10 @@ def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) ->
     # sources are written).
     p = cls(prompt=prompt, negative_prompt=neg, scheduler="Automatic", rng="GPU")
     readers = _readers(cls)
-    for k, v in fields or ():
+    # A key given twice: the last occurrence wins, at the first one's place, as A1111's `res[k] = v` builds
+    # its dict. Deciding per key before converting anything keeps parse → write → parse stable: an earlier
+    # valid value never survives a later unreadable one (which the writer would then write alone).
+    for k, v in dict(fields or ()).items():
         try:
             changes = readers[k](v) if k in readers else None
         except (ValueError, AttributeError, KeyError):
@@ -190,7 +193,6 @@ def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) ->
         if changes is None:
             p.extra[k] = v
         else:
-            p.extra.pop(k, None)  # a later valid duplicate wins, as in A1111's dict
             for name, value in changes.items():
                 setattr(p, name, value)
     return p

@@ -18,8 +18,10 @@ from .imaging import saving as images
 from .jobs.resolve import resolve
 from .models import attention
 from .models.checkpoints import (
+    CheckpointError,
     CheckpointInfo,
     HashCache,
+    check_vae_finite,
     list_checkpoints,
     read_state_dict,
     resolve_checkpoint,
@@ -117,9 +119,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, embeddings_dir: Path | None = None, vae_dir: Path | None = None,
-                 vae_dtype: torch.dtype | None = None, offload: str = "none", lora_dir: Path | None = None):
+                 vae_dtype: torch.dtype | None = None, offload: str = "none", lora_dir: Path | None = None,
+                 nan_check: bool = True):
         """offload: "none"; "medvram" (each of text encoder, UNet, VAE moved to the device only while it runs);
-        "lowvram" (as medvram, and the UNet's submodules one at a time: least memory, slowest)."""
+        "lowvram" (as medvram, and the UNet's submodules one at a time: least memory, slowest).
+        nan_check: stop a job whose latent turns NaN/inf rather than save a black picture (--disable-nan-check)."""
         self.ckpt_dir = Path(ckpt_dir)
         self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
         self.hashes = HashCache(Path(data_dir) / "cache.json")
@@ -131,6 +135,7 @@ class PipelineManager:
         if offload not in ("none", "medvram", "lowvram"):
             raise ValueError(f"offload must be none, medvram or lowvram, got {offload!r}")
         self.offload = offload
+        self.nan_check = nan_check
         # Loaded checkpoints by path, least recently used first; the active one is last.
         self.cache: OrderedDict[Path, LoadedModel] = OrderedDict()
         self.settings = Settings()  # replaced, never changed in place, by update_settings
@@ -138,6 +143,9 @@ class PipelineManager:
         self.lock = threading.RLock()  # one job on the device at a time
         self._interrupt = threading.Event()
         self.current: LoadedModel | None = None
+        # the checkpoint in use when Unload was pressed: the next job without a named checkpoint reloads it, as
+        # A1111 reloads its selected sd_model_checkpoint (only the info: the model itself must be freed)
+        self._unloaded: CheckpointInfo | None = None
         self._bare_encoder: PromptEncoder | None = None  # token counting before any model is loaded
 
     def list_checkpoints(self) -> list[CheckpointInfo]:
@@ -161,8 +169,17 @@ class PipelineManager:
             arch = components.arch
         else:
             state_dict = read_state_dict(info.path)
+            check_vae_finite(state_dict, info.name)
             arch = architecture.detect(state_dict, architecture.sidecar_yaml(info.path))
-            components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
+            try:
+                components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
+            except (RuntimeError, ValueError, TypeError, KeyError) as e:
+                if isinstance(e, (UserError, torch.OutOfMemoryError)):
+                    raise
+                # tensors of the right names and shapes but unusable (integer dtypes, …): a broken file
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise CheckpointError(f"cannot load {info.name}: it is not a usable checkpoint "
+                                      f"({type(e).__name__}: {first[:300]})") from e
             del state_dict
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
         denoiser = DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config), arch.prediction_type)
@@ -236,6 +253,8 @@ class PipelineManager:
     def unload(self):
         """A1111's "Unload checkpoint": drop every loaded model and free its memory."""
         with self.lock:
+            if self.current is not None:
+                self._unloaded = self.current.info
             self.current = None
             self.cache.clear()
             self._evict(force_collect=True)
@@ -269,12 +288,19 @@ class PipelineManager:
         if query:
             return self.load(query)
         if self.current is None:
+            previous = self._unloaded
+            if previous is not None and previous.path.exists():
+                return self.load(str(previous.path))
             found = self.list_checkpoints()
             if not found:
                 raise NoCheckpoint(
                     f"no checkpoint loaded: put a .safetensors or .ckpt Stable Diffusion model in {self.ckpt_dir} "
                     f"(or create a tiny one with `webui make-tiny-model {self.ckpt_dir / 'tiny.safetensors'}`)")
-            return self.load(found[0].name)
+            try:
+                return self.load(str(found[0].path))
+            except UserError as e:  # the user chose nothing: say which file was tried, and why it failed
+                raise NoCheckpoint(f"no checkpoint chosen, and the first one in {self.ckpt_dir}, {found[0].name}, "
+                                   f"cannot be loaded: {e}. Choose a checkpoint.") from e
         return self.current
 
     def token_count(self, prompt: str, steps: int) -> tuple[int, int]:
@@ -387,7 +413,8 @@ class PipelineManager:
                 vae=model.vae_info.model_name if model.vae_info else None,
                 vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
                 extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
-            control = jobs.JobControl(on_progress, self._interrupt.is_set, on_image=keep_image)
+            control = jobs.JobControl(on_progress, self._interrupt.is_set, on_image=keep_image,
+                                      nan_check=self.nan_check)
             result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
                                    device=self.device, start=start)
         processed.interrupted, processed.extra_networks = result.interrupted, result.extra_networks

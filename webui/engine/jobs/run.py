@@ -30,6 +30,7 @@ class JobControl:
     on_progress: Callable[[int, int], None] | None = None  # (model evaluations done, total)
     interrupted: Callable[[], bool] = lambda: False
     on_image: Callable[[GeneratedImage], None] | None = None  # each image as soon as it is decoded (saving)
+    nan_check: bool = True  # stop at a non-finite latent instead of saving a black picture (--disable-nan-check)
 
 
 @dataclass
@@ -124,6 +125,7 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
         concat = _txt2img_concat(components, params)
     concat = None if concat is None else concat.to(device)
     progress = _Progress(control, start.sampling_steps(plan) * plan.model_calls_per_step * params.n_iter)
+    nan_check = sampling.NaNCheck(start.sampling_steps(plan)) if control.nan_check else None
     seeds, subseeds = job_seeds(params, params.batch_size * params.n_iter)
     latent_shape = (components.vae.config.latent_channels, params.height // 8, params.width // 8)
     base = _infotext_base(params, plan, prompt_info, _start_record(components, params, start))
@@ -138,10 +140,12 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
         model = CFGDenoiser(plan.denoiser, conditioning, params.cfg_scale, on_step=progress, time_ids=time_ids,
                             concat=None if concat is None else concat.expand(n, -1, -1, -1), keep=keep)
         try:
-            latents = sampling.run(plan, model, begin, rng, batch_seeds, device)
+            latents = sampling.run(plan, model, begin, rng, batch_seeds, device, callback=nan_check)
         except Interrupted:
             result.interrupted = True
             break
+        if nan_check is not None:
+            nan_check.check_result(latents)
         latents = start.finish_latents(latents, keep)
         if conditioning.padded:
             base.extra["Pad conds"] = "True"

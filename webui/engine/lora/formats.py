@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..models.checkpoints import non_finite_key
 from .keys import build_key_map, is_text_target, named_modules
 
 
@@ -77,9 +78,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise LoraError(f"cannot read LoRA file {path.name}: not a dictionary of tensors")
-    for key, tensor in sd.items():  # merged, a single NaN would turn every picture black
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise LoraError(f"LoRA file {path.name} is broken: {key} contains NaN or infinite values")
+    bad = non_finite_key(sd)  # merged, a single NaN would turn every picture black
+    if bad is not None:
+        raise LoraError(f"LoRA file {path.name} is broken: {bad} contains NaN or infinite values")
     return sd
 
 
@@ -281,6 +282,15 @@ def _examples(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + (", …" if len(keys) > n else "")
 
 
+def _shape_example(module_key: str, parts: Mapping[str, torch.Tensor], weight_shape: torch.Size) -> str:
+    """`key: [320, 4] vs the model's [32, 32]`: the file's largest tensor of the module beside the weight."""
+    tensors = [(k, v) for k, v in parts.items() if k not in _SCALARS and v.dim() > 0]
+    if not tensors:
+        return f"{module_key} vs the model's {list(weight_shape)}"
+    part, tensor = max(tensors, key=lambda kv: kv[1].numel())
+    return f"{module_key}.{part}: {list(tensor.shape)} vs the model's {list(weight_shape)}"
+
+
 def parse_lora(state_dict: Mapping[str, torch.Tensor], components: Mapping[str, nn.Module | None],
                name: str = "lora", fingerprint: str = "", key_map: Mapping[str, str] | None = None,
                modules: Mapping[str, nn.Module] | None = None) -> ParsedLora:
@@ -288,7 +298,8 @@ def parse_lora(state_dict: Mapping[str, torch.Tensor], components: Mapping[str, 
 
     key_map / modules: build_key_map(components) / named_modules(components), pass them to reuse across files.
     Keys whose module is not in the model, or whose shapes do not fit, are listed in `unmatched`.
-    Raises LoraError when nothing at all matches (wrong architecture / not a LoRA).
+    Raises LoraError when nothing at all matches: saying so when the names matched but every shape differed
+    (a LoRA for another width of the same layout), else that no key matched (wrong architecture / not a LoRA).
     """
     modules = named_modules(components) if modules is None else modules
     key_map = build_key_map(components) if key_map is None else key_map
@@ -301,6 +312,7 @@ def parse_lora(state_dict: Mapping[str, torch.Tensor], components: Mapping[str, 
         else:
             unmatched.append(key)
     deltas: dict[str, ModuleDelta] = {}
+    wrong_shape: list[str] = []  # names found in the model whose tensors are of another size
     for module_key, parts in grouped.items():
         target = key_map[module_key]
         module = modules[target]
@@ -312,14 +324,19 @@ def parse_lora(state_dict: Mapping[str, torch.Tensor], components: Mapping[str, 
                                 is_text_target(target))
             # shapes checked now, without computing anything: the same math on "meta" tensors
             delta.compute(torch.empty(module.weight.shape, device="meta"), None if bias is None else bias.shape)
-        except (LoraError, RuntimeError):
+        except (LoraError, RuntimeError, IndexError, ValueError):  # e.g. a 0-d factor; an empty alpha or scale
             unmatched.extend(f"{module_key}.{part}" for part in parts)
+            wrong_shape.append(_shape_example(module_key, parts, module.weight.shape))
             continue
         if target in deltas:  # a second spelling of a module already taken: reported, not merged twice
             unmatched.extend(f"{module_key}.{part}" for part in parts)
             continue
         unmatched.extend(f"{module_key}.{part}" for part in parts if part not in delta.parts)
         deltas[target] = delta
+    if not deltas and wrong_shape:  # the names are this model's, the sizes another's (SD1 vs SD2/SDXL widths)
+        raise LoraError(f"LoRA {name!r} does not fit this model: {len(wrong_shape)} module"
+                        f"{'s have' if len(wrong_shape) > 1 else ' has'} the wrong shape (e.g. {wrong_shape[0]}); "
+                        f"it was made for another architecture")
     if not deltas:
         keys = sorted(state_dict)
         raise LoraError(f"LoRA {name!r} does not fit the loaded model: none of its {len(keys)} keys matched a "

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"cannot read {path.name}: it holds no state dict")
     return {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+
+
+def non_finite_key(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first floating-point tensor holding NaN or infinity, or None. Every file of weights (checkpoint VAE,
+    VAE, LoRA) is checked here: one such value, once used, turns every picture black, and a refusal that names
+    the file and tensor is the only way a user can tell."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return key
+    return None
+
+
+VAE_PREFIX = "first_stage_model."  # the VAE's tensors in a single-file checkpoint (SD1, SD2, SDXL)
+
+
+def check_vae_finite(state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+    """CheckpointError when the checkpoint's VAE holds NaN or infinity. Only the VAE is checked: it is a small
+    part of the file (~160 MB of 2-7 GB), and a broken one is the common cause of all-black pictures."""
+    key = non_finite_key({k: v for k, v in state_dict.items() if k.startswith(VAE_PREFIX)})
+    if key is not None:
+        raise CheckpointError(f"checkpoint {name} is broken: its VAE tensor {key} contains NaN or infinite values")
 
 
 def file_sha256(path: Path, start: int = 0) -> str:

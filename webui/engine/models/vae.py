@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, CheckpointInfo, read_state_dict
+from .checkpoints import CheckpointError, CheckpointInfo, non_finite_key, read_state_dict
 from ..errors import UserError
 
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
@@ -72,6 +72,9 @@ def load_vae(info: VAEInfo, like) -> torch.nn.Module:
         state_dict = read_state_dict(info.path)
     except CheckpointError as e:
         raise VAEError(str(e).replace("checkpoint", "VAE")) from e
+    bad = non_finite_key(state_dict)  # refused before anything is built: the VAE in use stays
+    if bad is not None:
+        raise VAEError(f"VAE {info.name} is broken: {bad} contains NaN or infinite values")
     if any(k.startswith("encoder.down_blocks.") for k in state_dict):
         weights = state_dict  # already diffusers names
     else:

@@ -327,11 +327,13 @@ class EmbeddingDatabase:
                 name = embedding_name(path, self.folder)
                 try:
                     embedding = self._read(path)
-                except EmbeddingError as e:
-                    skip(name, path, str(e))
-                    continue
                 except Exception as e:  # noqa: BLE001 - whatever a broken file does, the folder still loads
-                    skip(name, path, f"cannot read embedding {path.name}: {_short(e)}")
+                    reason = str(e) if isinstance(e, EmbeddingError) else \
+                        f"cannot read embedding {path.name}: {_short(e)}"
+                    # a warning, not info: a refused pickle may be an attack, and a broken file the reason
+                    # a prompt's embedding name has no effect
+                    log.warning("%s (%s skipped)", reason, path)
+                    skip(name, path, reason)
                     continue
                 if embedding.width != width:
                     skip(name, path, embedding)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UserError
 from ..params import GenerationParams
 from ..rng import BrownianNoiseSampler, ImageRNG
 from ..settings import Settings
@@ -139,11 +140,41 @@ class Slice:
     is_img2img: bool = False
 
 
-def run(plan: Plan, model, start: Slice, rng: ImageRNG, seeds: list[int], device) -> torch.Tensor:
+class NaNInLatent(UserError):
+    """The model produced NaN or infinity: decoded, the latent would be saved as a black picture."""
+
+
+class NaNCheck:
+    """A sampler callback stopping the job at the first step whose prediction is not finite (A1111's
+    --disable-nan-check turns its check off). One isfinite per step: a sync, nothing next to a UNet call."""
+
+    def __init__(self, total: int):
+        self.total = total  # the sampler's steps, for the message
+
+    def message(self, step: int) -> str:
+        of = f" of {self.total}" if step <= self.total else ""
+        return (f"NaN in the latent at step {step}{of}: the model produced non-finite values, which would be "
+                f"saved as a black picture. Try full precision (--no-half), another VAE or sampler, or a lower "
+                f"CFG scale; --disable-nan-check turns this check off")
+
+    def __call__(self, info: dict) -> None:
+        latent = info.get("denoised", info.get("x"))
+        if latent is not None and not bool(torch.isfinite(latent).all()):
+            raise NaNInLatent(self.message(int(info.get("i", 0)) + 1))
+
+    def check_result(self, latents: torch.Tensor) -> torch.Tensor:
+        """The last step's update, which no callback sees."""
+        if not bool(torch.isfinite(latents).all()):
+            raise NaNInLatent(self.message(self.total))
+        return latents
+
+
+def run(plan: Plan, model, start: Slice, rng: ImageRNG, seeds: list[int], device, callback=None) -> torch.Tensor:
     """The plan's sampler from `start` to the end: `model` is the CFG denoiser (x, sigma) → denoised. Step noise:
-    one Brownian tree per image over the whole schedule (SDE samplers), or the per-image generators."""
+    one Brownian tree per image over the whole schedule (SDE samplers), or the per-image generators.
+    `callback(info)` after each step, k-diffusion's: info["i"] (from 0), info["x"], info["denoised"]."""
     sampler, call = plan.sampler, plan.sampler.call
-    kwargs = dict(plan.kwargs)
+    kwargs = dict(plan.kwargs, callback=callback)
     if sampler.is_timestep_based:
         if call.is_img2img and start.is_img2img:
             kwargs["is_img2img"] = True  # UniPC starts at the last given timestep, not at t = 1 (A1111)
