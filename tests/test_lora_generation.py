@@ -170,6 +170,9 @@ def test_missing_wrong_and_corrupt_files_error_and_keep_model(manager, style, lo
         manager.txt2img(small(prompt="<lora:broken>"), None)
     with pytest.raises(LoraError, match="'x' is not a number"):
         manager.txt2img(small(prompt="<lora:style:x>"), None)
+    for weight in ("nan", "inf", "-1e999"):  # a non-finite multiplier would turn every picture black
+        with pytest.raises(LoraError, match=f"'{weight}' is not a finite number"):
+            manager.txt2img(small(prompt=f"<lora:style:{weight}>"), None)
     # nothing was half-applied: the model still carries exactly the last good set
     assert_same_weights(weights(manager.current), merged)
     assert manager.txt2img(small(steps=1, prompt="<lora:style:1>"), None).images

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -25,9 +26,12 @@ class LoraRequest:
 
 def _number(tag: ExtraNetworkTag, value: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise LoraError(f"<{tag.kind}:{':'.join(tag.args)}>: {value!r} is not a number") from None
+    if not math.isfinite(number):  # merged, a NaN or infinite multiplier turns every picture black
+        raise LoraError(f"<{tag.kind}:{':'.join(tag.args)}>: {value!r} is not a finite number")
+    return number
 
 
 def lora_requests(tags: list[ExtraNetworkTag]) -> list[LoraRequest]:
