@@ -193,3 +193,22 @@ def test_a_body_over_the_upload_limit_is_refused_with_413(limited):
         assert refused.status_code == 413
         assert "upload size limit of 1 MB" in refused.text
     assert upload(limited, 500_000).status_code == 200  # and the server goes on
+
+
+def test_png_info_reads_text_before_the_pixels_and_refuses_a_bomb_whose_text_is_after_them(tmp_path, decoded):
+    from PIL import PngImagePlugin
+
+    from webui.engine.infotext import read_png_infotext
+
+    # text before the pixel data (how every writer, this one included, stores it): read from the header alone
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 20")
+    early = tmp_path / "early.png"
+    Image.new("1", BIG).save(early, pnginfo=info)
+    assert read_png_infotext(early) == "a cat\nSteps: 20"
+    # no text before the pixels: finding one after them would decode 144 million pixels
+    late = tmp_path / "late.png"
+    Image.new("1", BIG).save(late)
+    with pytest.raises(UserError, match="PNG Info image is 12000x12000 .*over the limit"):
+        read_png_infotext(late)
+    assert_none_over_the_limit(decoded)

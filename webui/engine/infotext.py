@@ -198,12 +198,21 @@ def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) ->
     return p
 
 
+PNG_INFO_MAX_PIXELS = 4096 * 4096  # the img2img init limit: PNG Info reads what img2img would accept
+
+
 def read_png_infotext(path) -> str | None:
-    """The PNG's `parameters` text chunk (tEXt or iTXt), or None when it has none."""
+    """The PNG's `parameters` text chunk (tEXt or iTXt), or None when it has none.
+
+    Chunks after the pixel data are only reachable by decoding the pixels, so that is refused (InvalidImage)
+    for a picture over PNG_INFO_MAX_PIXELS, from its header: a small file can declare a huge image."""
     from PIL import Image
+
+    from .imaging.open import check_pixels
 
     with Image.open(path) as im:
         text = im.info.get("parameters")
-        if text is None and hasattr(im, "text"):
+        if text is None and im.format == "PNG":
+            check_pixels(im.width, im.height, PNG_INFO_MAX_PIXELS, "PNG Info image")  # before `im.text` decodes
             text = im.text.get("parameters")  # chunks after IDAT are only read on load
     return None if text is None else str(text)
