@@ -167,7 +167,12 @@ def _report(processed) -> int:
 def run_txt2img(argv: list[str]) -> int:
     args = txt2img_parser().parse_args(argv)
     _, outdir = _paths(args)
-    return _report(_manager(args).txt2img(params_from_args(args), outdir, on_saved=_print_path))
+    manager, params = _manager(args), params_from_args(args)
+    if not any(a.split("=")[0] in ("--width", "--height") for a in argv):
+        # no size asked for: the size the checkpoint was trained at, where it says (the demo model: 64×64)
+        width, height = manager.native_size(args.ckpt) or (params.width, params.height)
+        params = params.replace(width=width, height=height)
+    return _report(manager.txt2img(params, outdir, on_saved=_print_path))
 
 
 def run_img2img(argv: list[str]) -> int:

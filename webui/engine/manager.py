@@ -23,6 +23,7 @@ from .models.checkpoints import (
     HashCache,
     check_vae_finite,
     list_checkpoints,
+    native_size,
     read_state_dict,
     resolve_checkpoint,
     short_hash,
@@ -302,6 +303,21 @@ class PipelineManager:
                 raise NoCheckpoint(f"no checkpoint chosen, and the first one in {self.ckpt_dir}, {found[0].name}, "
                                    f"cannot be loaded: {e}. Choose a checkpoint.") from e
         return self.current
+
+    def native_size(self, query: str | None) -> tuple[int, int] | None:
+        """The size the checkpoint `query` (None: the one a job without a named checkpoint would use) says it
+        was trained at, if it says; never loads the model."""
+        try:
+            if query:
+                info = resolve_checkpoint(query, self.ckpt_dir, self.hashes)
+            elif self.current is not None:
+                info = self.current.info
+            else:
+                found = self.list_checkpoints()
+                info = self._unloaded or (found[0] if found else None)
+        except UserError:
+            return None
+        return native_size(info.path) if info is not None else None
 
     def token_count(self, prompt: str, steps: int) -> tuple[int, int]:
         """(tokens, counter target) for the prompt box, with the loaded model's embeddings when there is one."""

@@ -33,6 +33,31 @@ def slider_for(name: str, params_cls=GenerationParams, **overrides) -> gr.Slider
     return gr.Slider(**{**kwargs, **overrides})
 
 
+DEFAULT_SIZE = (GenerationParams().width, GenerationParams().height)
+
+
+def size_sliders(manager) -> tuple[gr.Slider, gr.Slider]:
+    """Width and Height, starting at the size the checkpoint a first job would use was trained at (its
+    `modelspec.resolution`), else 512×512: the built-in 64×64 demo model is then fast and on-distribution."""
+    width, height = manager.native_size(None) or DEFAULT_SIZE
+    return slider_for("width", value=width), slider_for("height", value=height)
+
+
+def follow_native_size(manager, checkpoint: gr.Dropdown | None, width: gr.Slider, height: gr.Slider) -> None:
+    """Choosing a checkpoint that states its training size moves Width/Height there, but only while they are
+    at a size nobody chose: 512×512 or another checkpoint's stated size. A size the user set stays."""
+    if checkpoint is None:
+        return
+
+    def follow(name, w, h):
+        stated = {manager.native_size(c.name) for c in manager.list_checkpoints()} - {None}
+        if (int(w), int(h)) not in stated | {DEFAULT_SIZE}:
+            return gr.update(), gr.update()
+        return manager.native_size(name) or DEFAULT_SIZE
+
+    checkpoint.change(follow, inputs=[checkpoint, width, height], outputs=[width, height], show_progress="hidden")
+
+
 def radio_for(name: str, params_cls=GenerationParams, **overrides) -> gr.Radio:
     """A gr.Radio of a field coded by `names` (Mask mode, Masked content, ...), starting at its default."""
     d = declared_field(params_cls, name)

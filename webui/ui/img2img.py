@@ -22,7 +22,15 @@ from ..engine.manager import PipelineManager
 from ..engine.imaging.masks import mask_to_l
 from ..engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, GenerationParams
 from . import lora_browser
-from .common import label_of, radio_for, seed_controls, slider_for, user_errors_as_gradio
+from .common import (
+    follow_native_size,
+    label_of,
+    radio_for,
+    seed_controls,
+    size_sliders,
+    slider_for,
+    user_errors_as_gradio,
+)
 from .image_inputs import limit_editor, limit_image
 
 # A1111's sub-tabs in A1111's order (the index is A1111's `mode`); "Batch" is not built.
@@ -261,10 +269,11 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
     with gr.Row():
         with gr.Column():
             _input_tabs(ui)
-            _sampling_controls(ui)
+            _sampling_controls(ui, manager)
             _inpaint_controls(ui)
         _output_panel(ui)
     _wire_generate(ui, manager, outdir, checkpoint)
+    follow_native_size(manager, checkpoint, ui.width, ui.height)
     _wire_mode_switching(ui)
     _wire_resize_note(ui)
     _wire_tokens_and_gallery(ui, manager)
@@ -325,7 +334,7 @@ def _input_tabs(ui: SimpleNamespace) -> None:
     ui.mask_alpha = gr.Slider(0, 100, value=0, step=1, label="Mask transparency", visible=False)
 
 
-def _sampling_controls(ui: SimpleNamespace) -> None:
+def _sampling_controls(ui: SimpleNamespace, manager: PipelineManager) -> None:
     """Resize mode, sampler, steps, size ("Resize to" / "Resize by"), batch, CFG, denoising strength, seeds."""
     d = GenerationParams()
     ui.resize_mode = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], label=label_of("resize_mode"))
@@ -336,8 +345,7 @@ def _sampling_controls(ui: SimpleNamespace) -> None:
     ui.size_mode = gr.Radio(SIZE_MODES, value=SIZE_MODES[0], label="Size", visible=False)
     with gr.Tabs():
         with gr.Tab("Resize to") as ui.tab_resize_to, gr.Row():
-            ui.width = slider_for("width")
-            ui.height = slider_for("height")
+            ui.width, ui.height = size_sliders(manager)
         with gr.Tab("Resize by") as ui.tab_resize_by:
             ui.scale = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale")
             ui.scale_note = gr.Markdown(resize_label(None, 1.0))

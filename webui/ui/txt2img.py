@@ -10,7 +10,7 @@ from ..engine import samplers
 from ..engine.manager import PipelineManager
 from ..engine.params import GenerationParams
 from . import lora_browser
-from .common import label_of, seed_controls, slider_for, user_errors_as_gradio
+from .common import follow_native_size, label_of, seed_controls, size_sliders, slider_for, user_errors_as_gradio
 
 
 def embeddings_markdown(manager: PipelineManager) -> str:
@@ -35,6 +35,7 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
         _settings_panel(ui, manager)
         _output_panel(ui)
     _wire_events(ui, manager, outdir, checkpoint)
+    follow_native_size(manager, checkpoint, ui.width, ui.height)
     return {"path": ui.selected_path, "infotext": ui.selected_info, "img2img": ui.send_img2img,
             "inpaint": ui.send_inpaint}
 
@@ -62,8 +63,7 @@ def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
             ui.scheduler = gr.Dropdown(samplers.schedule_labels(), value=d.scheduler, label=label_of("scheduler"))
         ui.steps = slider_for("steps")
         with gr.Row():
-            ui.width = slider_for("width")
-            ui.height = slider_for("height")
+            ui.width, ui.height = size_sliders(manager)
         with gr.Row():
             ui.n_iter = slider_for("n_iter")
             ui.batch_size = slider_for("batch_size")

@@ -74,6 +74,27 @@ def resolve_checkpoint(query: str, ckpt_dir: Path, hashes: HashCache | None = No
     raise CheckpointError(f"checkpoint not found: {query!r} (known checkpoints: {known})")
 
 
+def native_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) a .safetensors checkpoint says it was trained at (`modelspec.resolution`, Stability's
+    model-spec header key, e.g. "1024x1024"), or None where it does not say or says nonsense. Reads the header only."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= 100_000_000:
+                return None
+            metadata = json.loads(f.read(size)).get("__metadata__") or {}
+        width, height = (int(n) for n in str(metadata.get("modelspec.resolution", "")).lower().split("x"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    from ..params import SIZE_MAX, SIZE_MIN
+    if not all(SIZE_MIN <= n <= SIZE_MAX and n % 8 == 0 for n in (width, height)):
+        return None
+    return width, height
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or .ckpt file; a .ckpt is unpickled with weights_only, never running code."""
     path = Path(path)
