@@ -64,7 +64,13 @@ UNET_PHASE_SETTINGS = {"pool_size", "unet_steps", "batch", "lr", "warmup", "ema"
 
 def architecture():
     from ..engine.models.architecture import make_architecture
-    return make_architecture("sd1", unet=UNET, vae=VAE, text_encoder=TEXT)
+    return make_architecture(family().key, unet=UNET, vae=VAE, text_encoder=TEXT)
+
+
+def family():
+    """The demo model is an SD1: CLIP text encoder, 8-head UNet, SD's 0.18215-scaled VAE."""
+    from ..engine.models.families.sd1 import SD1_FAMILY
+    return SD1_FAMILY
 
 
 def new_modules(seed: int):
@@ -356,7 +362,7 @@ class Trainer:
             unet.load_state_dict(self.ema.shadow[0])
             text.load_state_dict(self.ema.shadow[1])
         sd = {k: v.detach().to(torch.float16).contiguous()
-              for k, v in to_ldm_state_dict(unet, vae, text, family="sd1").items()}
+              for k, v in to_ldm_state_dict(unet, vae, text, family=family().key).items()}
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         steps = self.step if self.phase == "unet" else (self.cfg.unet_steps if self.phase == "done" else 0)
