@@ -200,3 +200,19 @@ def test_lora_training_resumes_and_writes_a_kohya_file_every_key_of_which_fits_t
         meta = f.metadata()
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_network_dim"] == str(config.rank)
     assert json.loads(meta["ss_tag_frequency"])["1_striped shapes"]
+
+
+def test_launch_preloads_the_first_checkpoint_and_survives_a_broken_one(tmp_path, caplog):
+    from webui.engine.models.tiny import make_tiny_checkpoint
+    from webui.ui.app import preload
+
+    ckpt_dir = tmp_path / "models"
+    ckpt_dir.mkdir()
+    (ckpt_dir / "a-broken.safetensors").write_bytes(b"not a model")
+    manager = PipelineManager(ckpt_dir, tmp_path, device="cpu")
+    preload(manager)  # the UI still starts: the reason is logged, not raised
+    assert manager.current is None and "a-broken.safetensors" in caplog.text
+    make_tiny_checkpoint(ckpt_dir / "b-tiny.safetensors")
+    (ckpt_dir / "a-broken.safetensors").unlink()
+    preload(manager)
+    assert manager.current.info.name == "b-tiny.safetensors"

@@ -2,10 +2,12 @@
 the PipelineManager; nothing here touches a model."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import gradio as gr
 
+from ..engine.errors import UserError
 from ..engine.manager import PipelineManager
 from . import img2img, lora_browser, send_to, settings, txt2img
 from .common import user_errors_as_gradio
@@ -107,9 +109,20 @@ def serve_options(demo: gr.Blocks, manager: PipelineManager, outdir: Path) -> di
     return launch_options([Path(outdir)], previews, limit)
 
 
+def preload(manager: PipelineManager) -> None:
+    """Load the checkpoint the dropdown starts on before serving, as A1111 does, so the first Generate is as
+    fast as the next; one that cannot be loaded is reported and the UI starts anyway (the job will say why)."""
+    try:
+        manager.ensure_model(None)
+    except UserError as e:
+        logging.getLogger(__name__).warning("no checkpoint loaded at start: %s", e)
+
+
 def launch(manager: PipelineManager, outdir: Path, checkpoint: str | None, host: str, port: int):
     if checkpoint:
         manager.load(checkpoint)
+    else:
+        preload(manager)
     demo = build_app(manager, outdir, manager.current.info.name if manager.current else None)
     demo.queue().launch(server_name=host, server_port=port, show_error=True, inbrowser=False,
                         **serve_options(demo, manager, outdir))
