@@ -70,7 +70,8 @@ def test_schema_covers_every_field_and_is_json():
     assert schema["steps"] == {
         "type": "integer", "nullable": False, "default": 20, "ui_default": None, "minimum": 1,
         "maximum": STEPS_MAX, "multiple_of": None, "sentinel": None, "choices": None, "names": None,
-        "label": "Sampling steps", "help": None, "api": "steps", "infotext": "Steps", "cli": "--steps"}
+        "label": "Sampling steps", "help": None, "api": "steps", "api_default": 50, "infotext": "Steps",
+        "cli": "--steps"}
     assert schema["width"]["multiple_of"] == 8 and schema["seed"]["sentinel"] == -1
     assert schema["eta"]["type"] == "number" and schema["eta"]["nullable"]
     assert schema["rng"]["choices"] == ["CPU", "GPU"]

@@ -49,8 +49,18 @@ def launch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="webui", description="Gouache web UI. Subcommands: txt2img, img2img, make-tiny-model (see `webui CMD --help`).")
     _add_common(p)
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=None, help="port (default 7860; 7861 with --nowebui, as A1111)")
     p.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 instead of 127.0.0.1")
+    api = p.add_argument_group("HTTP API (AUTOMATIC1111's /sdapi/v1)")
+    api.add_argument("--api", action="store_true", help="serve the API alongside the UI (docs at /docs)")
+    api.add_argument("--nowebui", action="store_true", help="serve only the API (port 7861 unless --port)")
+    api.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
+                     help="HTTP Basic credentials every API route requires, or a file of them")
+    api.add_argument("--gradio-auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
+                     help="credentials for the UI's login page, or a file of them")
+    api.add_argument("--cors-allow-origins", default=None, metavar="ORIGIN[,ORIGIN]",
+                     help="browser origins allowed to call the server (e.g. http://localhost:3000)")
+    api.add_argument("--api-log", action="store_true", help="log every API request with its status and time")
     return p
 
 
@@ -148,6 +158,7 @@ def _manager(args):
     full = args.no_half or args.precision == "full"
     dtype = torch.float32 if full else {"half": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
     return PipelineManager(ckpt_dir, args.data_dir, device=args.device, dtype=dtype,
+                           settings_path=args.data_dir / "config.json",
                            embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
                            vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
                            offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none",
@@ -227,12 +238,35 @@ def run_make_tiny_model(argv: list[str]) -> int:
 
 
 def run_ui(argv: list[str]) -> int:
+    """The UI (with the API when --api), or the API alone (--nowebui). Local only unless --listen."""
     args = launch_parser().parse_args(argv)
+    from .api.auth import parse_credentials
+
+    _, outdir = _paths(args)
+    host = "0.0.0.0" if args.listen else "127.0.0.1"
+    api_credentials, gradio_credentials = parse_credentials(args.api_auth), parse_credentials(args.gradio_auth)
+    api = None
+    if args.api or args.nowebui:
+        from .api.routes import ApiConfig
+
+        flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                 if k not in ("api_auth", "gradio_auth")}  # /cmd-flags never shows a password
+        api = ApiConfig(outdir, flags=flags, credentials=api_credentials, api_log=args.api_log)
+    manager = _manager(args)
+    if args.nowebui:
+        from .api.server import NOWEBUI_PORT, serve
+        from .ui.app import preload
+
+        if args.ckpt:
+            manager.select(args.ckpt)
+        else:
+            preload(manager)
+        serve(manager, api, host, args.port or NOWEBUI_PORT, cors=args.cors_allow_origins)
+        return 0
     from .ui.app import launch
 
-    ckpt_dir, outdir = _paths(args)
-    launch(_manager(args), outdir=outdir, checkpoint=args.ckpt, host="0.0.0.0" if args.listen else "127.0.0.1",
-           port=args.port)
+    launch(manager, outdir=outdir, checkpoint=args.ckpt, host=host, port=args.port or 7860, api=api,
+           gradio_auth=list(gradio_credentials.items()) or None, cors=args.cors_allow_origins)
     return 0
 
 

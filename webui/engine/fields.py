@@ -40,6 +40,9 @@ class Param:
     cli_group: str | None = None  # None = the main options; "sampler"; "img2img" (img2img command only)
     ui_default: object = None  # A1111's UI value for a field whose default None means "not used"
     api: str | None = None  # the HTTP API's name for it (default: the field name)
+    on_api: bool = True  # False: not a field of the HTTP API's requests (values the server fills in)
+    api_default: object = None  # A1111's API default where it differs from the default (steps 50) …
+    has_api_default: bool = False  # … set by `param(api_default=…)`, so that None can be one
 
 
 _META_KEY = "gouache"
@@ -54,6 +57,8 @@ def param(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, l
     for key in ("choices", "names", "infotext_omit"):  # tuples: a Param is immutable and hashable
         if spec.get(key) is not None:
             spec[key] = tuple(spec[key])
+    if "api_default" in spec:
+        spec["has_api_default"] = True
     meta = {_META_KEY: Param(label=label, noun=noun, **spec)}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
@@ -74,6 +79,11 @@ class Declared:
     def default(self):
         f = self.field
         return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+    @property
+    def api_default(self):
+        """What the HTTP API assumes when a request leaves the field out (A1111's API defaults)."""
+        return self.spec.api_default if self.spec.has_api_default else self.default
 
     @property
     def value_default(self):
@@ -169,6 +179,7 @@ def schema(cls) -> dict:
             "ui_default": spec.ui_default, "minimum": lo, "maximum": hi, "multiple_of": spec.multiple_of,
             "sentinel": spec.sentinel, "choices": None if spec.choices is None else list(spec.choices),
             "names": None if spec.names is None else list(spec.names), "label": spec.label, "help": spec.help,
-            "api": spec.api or d.name, "infotext": spec.infotext, "cli": spec.cli,
+            "api": (spec.api or d.name) if spec.on_api else None, "api_default": d.api_default,
+            "infotext": spec.infotext, "cli": spec.cli,
         }
     return out

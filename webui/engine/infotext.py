@@ -198,6 +198,23 @@ def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) ->
     return p
 
 
+def infotext_fields(text: str) -> dict:
+    """A1111's parse_generation_parameters dict (PNG Info's `parameters` on the API): "Prompt", "Negative
+    prompt" and every key as text, "WxH" values also split into "<key>-1" / "<key>-2"."""
+    lines = (text or "").strip().split("\n")
+    fields = _parse_fields(lines[-1])
+    if fields is not None:
+        lines.pop()
+    parsed = parse_infotext("\n".join(lines))
+    out = {"Prompt": parsed.prompt, "Negative prompt": parsed.negative_prompt}
+    for key, value in dict(fields or ()).items():
+        out[key] = value
+        size = _RE_SIZE.match(value)
+        if size:
+            out[f"{key}-1"], out[f"{key}-2"] = size.groups()
+    return out
+
+
 PNG_INFO_MAX_PIXELS = 4096 * 4096  # the img2img init limit: PNG Info reads what img2img would accept
 
 

@@ -39,6 +39,8 @@ from .prompts.parser import extract_extra_networks
 from .prompts.text import clean_prompt
 from .prompts.encoder import PromptEncoder
 from .settings import Settings
+from . import settings_file
+from .tasks import JobQueue, TaskState
 from .samplers.denoiser import DiscreteEpsDenoiser, alphas_cumprod
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Processed:
     interrupted: bool = False
     extra_networks: list = field(default_factory=list)  # <lora:…> and other tags found in the prompts
     warnings: list[str] = field(default_factory=list)  # for the user: e.g. LoRA keys that matched nothing
+    task_id: str | None = None  # its id in the job queue
 
 
 def default_device() -> torch.device:
@@ -121,10 +124,11 @@ class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, embeddings_dir: Path | None = None, vae_dir: Path | None = None,
                  vae_dtype: torch.dtype | None = None, offload: str = "none", lora_dir: Path | None = None,
-                 nan_check: bool = True):
+                 nan_check: bool = True, settings_path: Path | None = None):
         """offload: "none"; "medvram" (each of text encoder, UNet, VAE moved to the device only while it runs);
         "lowvram" (as medvram, and the UNet's submodules one at a time: least memory, slowest).
-        nan_check: stop a job whose latent turns NaN/inf rather than save a black picture (--disable-nan-check)."""
+        nan_check: stop a job whose latent turns NaN/inf rather than save a black picture (--disable-nan-check).
+        settings_path: config.json to read the settings from and save every change to (None: not saved)."""
         self.ckpt_dir = Path(ckpt_dir)
         self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
         self.hashes = HashCache(Path(data_dir) / "cache.json")
@@ -139,14 +143,18 @@ class PipelineManager:
         self.nan_check = nan_check
         # Loaded checkpoints by path, least recently used first; the active one is last.
         self.cache: OrderedDict[Path, LoadedModel] = OrderedDict()
-        self.settings = Settings()  # replaced, never changed in place, by update_settings
+        self.settings_path = Path(settings_path) if settings_path else None
+        # replaced, never changed in place, by update_settings; other_settings: config.json keys we do not model
+        self.settings, self.other_settings = settings_file.read(self.settings_path) if self.settings_path else \
+            (Settings(), {})
         self._settings_lock = threading.Lock()  # not the job lock: Apply must not wait for a running job
         self.lock = threading.RLock()  # one job on the device at a time
-        self._interrupt = threading.Event()
+        # every job waits its turn here, first come first served (tasks.py); the device lock is taken inside
+        self.queue = JobQueue(lambda: self.settings.queue_limit)
         self.current: LoadedModel | None = None
-        # the checkpoint in use when Unload was pressed: the next job without a named checkpoint reloads it, as
-        # A1111 reloads its selected sd_model_checkpoint (only the info: the model itself must be freed)
-        self._unloaded: CheckpointInfo | None = None
+        # A1111's sd_model_checkpoint: the checkpoint a job that names none uses (select() sets it; a job naming
+        # another one does not change it). It survives Unload, so the next such job reloads it, as A1111 does.
+        self.selected: CheckpointInfo | None = None
         self._bare_encoder: PromptEncoder | None = None  # token counting before any model is loaded
 
     def list_checkpoints(self) -> list[CheckpointInfo]:
@@ -251,11 +259,22 @@ class PipelineManager:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
+    def select(self, query: str) -> LoadedModel:
+        """A1111's checkpoint dropdown / `sd_model_checkpoint` option: load it and make it the checkpoint jobs
+        that name none use. On an error nothing changes."""
+        model = self.load(query)
+        self.selected = model.info
+        if self.settings_path is not None:
+            with self._settings_lock:
+                self.other_settings["sd_model_checkpoint"] = model.info.name
+                settings_file.write(self.settings_path, self.settings, self.other_settings)
+        return model
+
     def unload(self):
         """A1111's "Unload checkpoint": drop every loaded model and free its memory."""
         with self.lock:
-            if self.current is not None:
-                self._unloaded = self.current.info
+            if self.current is not None and self.selected is None:
+                self.selected = self.current.info
             self.current = None
             self.cache.clear()
             self._evict(force_collect=True)
@@ -288,10 +307,15 @@ class PipelineManager:
     def ensure_model(self, query: str | None) -> LoadedModel:
         if query:
             return self.load(query)
+        if self.selected is not None and self.selected.path.exists():
+            return self.load(str(self.selected.path))
         if self.current is None:
-            previous = self._unloaded
-            if previous is not None and previous.path.exists():
-                return self.load(str(previous.path))
+            stored = self.other_settings.get("sd_model_checkpoint")  # config.json's, from the last session
+            if isinstance(stored, str) and stored:
+                try:
+                    return self.select(stored)
+                except UserError as e:
+                    log.warning("the checkpoint config.json names cannot be loaded: %s", e)
             found = self.list_checkpoints()
             if not found:
                 raise NoCheckpoint(
@@ -314,7 +338,7 @@ class PipelineManager:
                 info = self.current.info
             else:
                 found = self.list_checkpoints()
-                info = self._unloaded or (found[0] if found else None)
+                info = self.selected or (found[0] if found else None)
         except UserError:
             return None
         return native_size(info.path) if info is not None else None
@@ -355,7 +379,12 @@ class PipelineManager:
         return activation
 
     def interrupt(self):
-        self._interrupt.set()
+        """Stop the running job (whoever queued it); the images it finished are kept."""
+        self.queue.interrupt()
+
+    def skip(self):
+        """Drop the batch the running job is sampling and go on with its next one."""
+        self.queue.skip()
 
     def update_settings(self, **changes) -> Settings:
         """Apply settings (the UI's Apply button, the VAE dropdown) at once, all together: a job in progress keeps
@@ -368,19 +397,38 @@ class PipelineManager:
         with self._settings_lock:
             # checked whole before it is stored: a refused value leaves every setting as it was
             self.settings = dataclasses.replace(self.settings, **changes).validate()
+            if self.settings_path is not None:
+                settings_file.write(self.settings_path, self.settings, self.other_settings)
             return self.settings
+
+    def _control(self, task: TaskState, model: LoadedModel, settings: Settings, on_progress, keep_image):
+        """The job's controls, wired to its queue task: Interrupt / Skip, the step counts and the live preview."""
+        latent_format = model.components.arch.model_family.latent
+
+        def on_batch(index, batches):
+            task.job_no, task.job_count, task.sampling_step, task.skipped = index, batches, 0, False
+
+        def on_step(step, steps, latents):
+            task.sampling_step, task.sampling_steps = step, steps
+            if settings.live_previews_enable and latents.shape[1] == latent_format.channels:
+                task.set_preview(latent_format.preview(latents[0].float()))
+
+        return jobs.JobControl(on_progress, lambda: task.interrupted, on_image=keep_image, nan_check=self.nan_check,
+                               skipped=lambda: task.skipped, on_batch=on_batch, on_step=on_step)
 
     def settings_snapshot(self) -> Settings:
         with self._settings_lock:
             return dataclasses.replace(self.settings)
 
-    def txt2img(self, params: GenerationParams, outdir: Path | None, on_progress=None, on_saved=None) -> Processed:
+    def txt2img(self, params: GenerationParams, outdir: Path | None, on_progress=None, on_saved=None,
+                task: JobOptions | None = None) -> Processed:
         """Generate and (when outdir is given) save under outdir/txt2img-images/DATE/, each image as soon as it
-        is decoded; on_saved(path) is called right after each file exists."""
-        return self._generate(params, outdir, "txt2img-images", on_progress, on_saved=on_saved)
+        is decoded; on_saved(path) is called right after each file exists. `task`: its queue id and settings
+        overrides (the API's force_task_id and override_settings)."""
+        return self._generate(params, outdir, "txt2img-images", on_progress, on_saved=on_saved, options=task)
 
     def img2img(self, params: GenerationParams, init_image, mask=None, outdir: Path | None = None,
-                on_progress=None, on_saved=None) -> Processed:
+                on_progress=None, on_saved=None, task: JobOptions | None = None) -> Processed:
         """img2img (no mask) or inpainting (mask: white = regenerate) from a PIL image; saved under
         outdir/img2img-images/DATE/. Unset img2img fields take A1111's UI defaults (strength 0.75, mask blur 4,
         masked content "original", whole picture, padding 32)."""
@@ -391,11 +439,13 @@ class PipelineManager:
             from .jobs import img2img
 
             return img2img.prepare(model.components, request, settings, init_image, mask)
-        return self._generate(params, outdir, "img2img-images", on_progress, prepare, on_saved)
+        return self._generate(params, outdir, "img2img-images", on_progress, prepare, on_saved, task)
 
     def _generate(self, params: GenerationParams, outdir: Path | None, subdir: str, on_progress,
-                  prepare_init=None, on_saved=None) -> Processed:
+                  prepare_init=None, on_saved=None, options: JobOptions | None = None) -> Processed:
         params.validate()
+        options = options or JobOptions()
+        overrides = options.settings_overrides()  # checked before queueing: a bad one costs no wait
         params, warnings = _clean_prompts(params)
         processed = Processed([], [], [], [])
 
@@ -412,9 +462,11 @@ class PipelineManager:
 
         if outdir is not None:
             images.clean_temp_files(Path(outdir) / subdir)
-        with self.lock:
-            settings = self.settings_snapshot()  # the whole job reads this; Apply meanwhile reaches the next job
-            self._interrupt.clear()
+        with self.queue.task(options.task_id, subdir.split("-")[0]) as task, self.lock:
+            # the whole job reads this snapshot; Apply meanwhile reaches the next job, and this job's overrides
+            # reach no other job
+            settings = dataclasses.replace(self.settings_snapshot(), **overrides)
+            processed.task_id = task.id
             model = self.ensure_model(params.model)
             self._apply_vae(model, params.vae or settings.sd_vae)
             self._apply_attention(model, settings)
@@ -429,13 +481,27 @@ class PipelineManager:
                 vae=model.vae_info.model_name if model.vae_info else None,
                 vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
                 extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
-            control = jobs.JobControl(on_progress, self._interrupt.is_set, on_image=keep_image,
-                                      nan_check=self.nan_check)
+            control = self._control(task, model, settings, on_progress, keep_image)
             result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
                                    device=self.device, start=start)
         processed.interrupted, processed.extra_networks = result.interrupted, result.extra_networks
         processed.warnings = warnings + loras.warnings
         return processed
+
+
+@dataclass
+class JobOptions:
+    """How one job is run, beside what it makes: its queue task id (None: a new one) and settings that apply to
+    it alone (A1111's override_settings; Settings names)."""
+    task_id: str | None = None
+    settings: dict = field(default_factory=dict)
+
+    def settings_overrides(self) -> dict:
+        unknown = sorted(set(self.settings) - {f.name for f in dataclasses.fields(Settings)})
+        if unknown:
+            raise UserError(f"unknown setting(s) to override: {', '.join(unknown)}")
+        dataclasses.replace(Settings(), **self.settings).validate()  # names the first bad value
+        return dict(self.settings)
 
 
 def _clean_prompts(params: GenerationParams) -> tuple[GenerationParams, list[str]]:

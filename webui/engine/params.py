@@ -35,10 +35,14 @@ _SAMPLER, _IMG2IMG = "sampler", "img2img"  # CLI option groups (webui/cli.py)
 class GenerationParams:
     prompt: str = param("", label="Prompt", cli="--prompt")
     negative_prompt: str = param("", label="Negative prompt", cli="--negative-prompt")
+    # A1111's API defaults differ from its UI's: 50 steps, and "Euler" when neither sampler_name nor the old
+    # sampler_index is sent (webui/api/requests.py)
     steps: int = param(20, label="Sampling steps", noun="steps", minimum=1, maximum=STEPS_MAX, step=1,
-                       infotext="Steps", cli="--steps")
-    sampler_name: str = param("DPM++ 2M", label="Sampling method", infotext="Sampler", cli="--sampler")
-    scheduler: str = param("Automatic", label="Schedule type", infotext="Schedule type", cli="--scheduler")
+                       infotext="Steps", cli="--steps", api_default=50)
+    sampler_name: str = param("DPM++ 2M", label="Sampling method", infotext="Sampler", cli="--sampler",
+                              api_default=None)
+    scheduler: str = param("Automatic", label="Schedule type", infotext="Schedule type", cli="--scheduler",
+                           api_default=None)
     cfg_scale: float = param(7.0, label="CFG Scale", noun="CFG scale", minimum=0.0, maximum=CFG_MAX, step=0.5,
                              infotext="CFG scale", cli="--cfg-scale")
     seed: int = param(-1, label="Seed", minimum=0, maximum=SEED_MAX, sentinel=-1, infotext="Seed", cli="--seed",
@@ -59,10 +63,13 @@ class GenerationParams:
                                     infotext="Variation seed strength", cli="--subseed-strength",
                                     help="variation strength")
     # 0 = off; infotext "Seed resize from: WxH" when both are set (infotext.py). Not a multiple of 8: any size.
+    # The API's -1 (A1111's API default) is off too: webui/api/requests.py reads it as 0.
     seed_resize_from_w: int = param(0, label="Resize seed from width", minimum=0, maximum=SIZE_MAX, step=SIZE_STEP,
-                                    cli="--seed-resize-from-w", help="resize seed from width, 0 = off")
+                                    cli="--seed-resize-from-w", help="resize seed from width, 0 = off",
+                                    api_default=-1)
     seed_resize_from_h: int = param(0, label="Resize seed from height", minimum=0, maximum=SIZE_MAX, step=SIZE_STEP,
-                                    cli="--seed-resize-from-h", help="resize seed from height, 0 = off")
+                                    cli="--seed-resize-from-h", help="resize seed from height, 0 = off",
+                                    api_default=-1)
     # Sampler knobs; None = the current setting (engine/settings.py). Infotext carries the values used.
     eta: float | None = param(None, label="Eta", minimum=0.0, maximum=1.0, infotext="Eta", cli="--eta",
                               cli_group=_SAMPLER,
@@ -99,44 +106,49 @@ class GenerationParams:
                                  cli="--emphasis", cli_group=_SAMPLER, help="emphasis mode")
     # The checkpoint: a name, title, hash or path to load; on written infotext, the loaded model's name.
     # Its CLI flag is --ckpt, shared with the UI launcher (webui/cli.py).
-    model: str | None = param(None, label="Stable Diffusion checkpoint", infotext="Model")
-    model_hash: str | None = param(None, label="Model hash", infotext="Model hash")
+    # On the API these are override_settings' sd_model_checkpoint and sd_vae, as in A1111.
+    model: str | None = param(None, label="Stable Diffusion checkpoint", infotext="Model", on_api=False)
+    model_hash: str | None = param(None, label="Model hash", infotext="Model hash", on_api=False)
     vae: str | None = param(None, label="SD VAE", infotext="VAE", cli="--vae",  # an external VAE's file name
-                            help="Automatic, None or a VAE file name (default: the setting)")
-    vae_hash: str | None = param(None, label="VAE hash", infotext="VAE hash")
-    # img2img / inpainting (None = not used: not written to infotext); ui_default = A1111's UI default.
+                            help="Automatic, None or a VAE file name (default: the setting)", on_api=False)
+    vae_hash: str | None = param(None, label="VAE hash", infotext="VAE hash", on_api=False)
+    # img2img / inpainting (None = not used: not written to infotext); ui_default = A1111's UI default,
+    # api_default A1111's API default where it differs (inpainting: fill, "Only masked", no padding).
     denoising_strength: float | None = param(None, label="Denoising strength", minimum=0.0, maximum=1.0, step=0.01,
                                              ui_default=0.75, infotext="Denoising strength",
-                                             cli="--denoising-strength", cli_group=_IMG2IMG)
+                                             cli="--denoising-strength", cli_group=_IMG2IMG, api_default=0.75)
     # 0 Just resize, 1 Crop and resize, 2 Resize and fill, 3 Just resize (latent upscale): the names live with
     # the resizing code (imaging/ops.RESIZE_MODES), which the CLI and UI use for this field.
-    resize_mode: int = param(0, label="Resize mode", minimum=0, maximum=3)
+    resize_mode: int = param(0, label="Resize mode", minimum=0, maximum=3, cli_group=_IMG2IMG)
     mask_blur: int | None = param(None, label="Mask blur", minimum=0, maximum=MASK_BLUR_MAX, step=1, ui_default=4,
-                                  infotext="Mask blur", infotext_omit=(0,), cli="--mask-blur", cli_group=_IMG2IMG)
+                                  infotext="Mask blur", infotext_omit=(0,), cli="--mask-blur", cli_group=_IMG2IMG,
+                                  api_default=4)
     inpainting_mask_invert: bool = param(False, label="Mask mode", names=MASK_MODES, infotext="Mask mode",
                                          infotext_omit=(False,), cli="--invert-mask", cli_group=_IMG2IMG,
                                          help='mask mode "Inpaint not masked"')
     inpainting_fill: int | None = param(None, label="Masked content", names=MASKED_CONTENT, ui_default=1,
                                         infotext="Masked content", infotext_omit=(1,), cli="--masked-content",
-                                        cli_group=_IMG2IMG, help="what the masked area starts from")
+                                        cli_group=_IMG2IMG, help="what the masked area starts from",
+                                        api_default=0)
     inpaint_full_res: bool = param(False, label="Inpaint area", names=INPAINT_AREAS, infotext="Inpaint area",
                                    infotext_omit=(False,), cli="--only-masked", cli_group=_IMG2IMG,
-                                   help='inpaint area "Only masked" (default: whole picture)')
+                                   help='inpaint area "Only masked" (default: whole picture)', api_default=True)
     # Written to infotext only with "Only masked" (infotext.py).
     inpaint_full_res_padding: int | None = param(None, label="Only masked padding, pixels",
                                                  noun="only masked padding", minimum=0, maximum=PADDING_MAX, step=4,
                                                  ui_default=32, infotext="Masked area padding",
-                                                 cli="--only-masked-padding", cli_group=_IMG2IMG)
+                                                 cli="--only-masked-padding", cli_group=_IMG2IMG, api_default=0)
     # Inpainting models; None = the setting's.
     inpainting_mask_weight: float | None = param(None, label="Conditional mask weight", minimum=0.0, maximum=1.0,
                                                  infotext="Conditional mask weight")
     initial_noise_multiplier: float | None = param(None, label="Noise multiplier for img2img",
                                                    noun="noise multiplier", minimum=0.0,
                                                    maximum=NOISE_MULTIPLIER_MAX, infotext="Noise multiplier",
-                                                   infotext_omit=(1.0,))
+                                                   infotext_omit=(1.0,), cli_group=_IMG2IMG)
     # Infotext fields this version does not model, verbatim and in order (e.g. "Hires upscale", "Version").
     extra: dict[str, str] = param(default_factory=dict, label="Other infotext fields",
-                                  help="infotext fields this version does not model, written back verbatim")
+                                  help="infotext fields this version does not model, written back verbatim",
+                                  on_api=False)
 
     def replace(self, **changes) -> GenerationParams:
         changes.setdefault("extra", dict(self.extra))

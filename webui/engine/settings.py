@@ -52,6 +52,12 @@ class Settings:
     # the server refuses a request body (an upload included) bigger than this, before reading it all
     upload_limit_mb: int = param(50, label="Upload size limit (MB)", noun="upload size limit", minimum=1,
                                  maximum=4096)
+    # jobs waiting or running in the one queue (UI and API alike); one more is refused (the API answers 503)
+    queue_limit: int = param(64, label="Maximum number of jobs in the queue", noun="queue limit", minimum=1,
+                             maximum=10000)
+    live_previews_enable: bool = param(True, label="Show live previews of the created image")
+    # the format of saved and API-returned pictures; PNG is the one written so far (with its `parameters` chunk)
+    samples_format: str = param("png", label="File format for images", noun="image format", choices=("png",))
 
     def validate(self) -> Settings:
         from .fields import validate

@@ -54,7 +54,7 @@ def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
     @user_errors_as_gradio
     def select(name):
         if name:
-            manager.load(name)
+            manager.select(name)
         return model_status(manager)
 
     def select_vae(choice):
@@ -118,11 +118,26 @@ def preload(manager: PipelineManager) -> None:
         logging.getLogger(__name__).warning("no checkpoint loaded at start: %s", e)
 
 
-def launch(manager: PipelineManager, outdir: Path, checkpoint: str | None, host: str, port: int):
+def launch(manager: PipelineManager, outdir: Path, checkpoint: str | None, host: str, port: int, api=None,
+           gradio_auth: list[tuple[str, str]] | None = None, cors: str | None = None):
+    """Serve the UI; `api` (webui.api.routes.ApiConfig): A1111's /sdapi/v1 routes on the same server, sharing
+    the manager and its job queue."""
     if checkpoint:
-        manager.load(checkpoint)
+        manager.select(checkpoint)
     else:
         preload(manager)
     demo = build_app(manager, outdir, manager.current.info.name if manager.current else None)
-    demo.queue().launch(server_name=host, server_port=port, show_error=True, inbrowser=False,
-                        **serve_options(demo, manager, outdir))
+    options = serve_options(demo, manager, outdir)
+    if api is not None or cors:
+        from ..api.server import DOCS, cors_middleware
+
+        options["app_kwargs"]["middleware"] += cors_middleware(cors)
+        if api is not None:
+            options["app_kwargs"].update(DOCS)
+    app, _, _ = demo.queue().launch(server_name=host, server_port=port, show_error=True, inbrowser=False,
+                                    prevent_thread_lock=True, auth=gradio_auth, **options)
+    if api is not None:
+        from ..api.server import attach
+
+        attach(app, manager, api)
+    demo.block_thread()

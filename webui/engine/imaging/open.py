@@ -37,6 +37,10 @@ def check_pixels(width: int, height: int, max_pixels: int, what: str = "Image") 
 
 def _data_url_bytes(text: str) -> bytes:
     _, _, payload = text.partition(",")
+    return _base64_bytes(payload)
+
+
+def _base64_bytes(payload: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=False)
     except (binascii.Error, ValueError) as e:
@@ -65,6 +69,14 @@ def open_limited(source: Source, max_pixels: int, what: str = "Image") -> Image.
         image.close()
         raise
     return image
+
+
+def open_base64(text: str, max_pixels: int, what: str = "Image") -> Image.Image:
+    """An image sent as base64 text (an API client's), bare or as a data: URL; never a path. As open_limited."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidImage(f"{what} is empty: send the image as base64 text")
+    data = _data_url_bytes(text) if text.startswith("data:") else _base64_bytes(text.strip())
+    return open_limited(data, max_pixels, what)
 
 
 def check_decoded(image: Image.Image | np.ndarray, max_pixels: int, what: str = "Image") -> None:

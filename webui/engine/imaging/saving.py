@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import re
 import tempfile
@@ -55,6 +56,20 @@ def next_counter(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
+def _png_info(infotext: str) -> PngInfo:
+    meta = PngInfo()
+    meta.add_text("parameters", infotext)
+    return meta
+
+
+def png_bytes(image: Image.Image, infotext: str | None) -> bytes:
+    """The picture as a PNG file's bytes, with the `parameters` text chunk when there is an infotext (the API's
+    images, which clients save as they are)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=_png_info(infotext) if infotext else None)
+    return buffer.getvalue()
+
+
 def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today: datetime.date | None = None
                ) -> Path:
     """Write outdir/YYYY-MM-DD/NNNNN-SEED.png with a `parameters` text chunk and return its path.
@@ -63,8 +78,7 @@ def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today
     file is never overwritten (a taken number moves on to the next)."""
     folder = Path(outdir) / (today or datetime.date.today()).isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    meta = PngInfo()
-    meta.add_text("parameters", infotext)
+    meta = _png_info(infotext)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder)
     try:
         # mkstemp makes 0600 files; outputs get what an ordinary new file gets (0644 under the usual umask)

@@ -24,6 +24,10 @@ class Interrupted(Exception):
     """The user pressed Interrupt; images finished before it are kept."""
 
 
+class Skipped(Exception):
+    """The user pressed Skip: the batch being sampled is dropped and the next one starts."""
+
+
 @dataclass
 class JobControl:
     """What a running job reports and obeys: progress callback and an interrupt flag."""
@@ -31,6 +35,11 @@ class JobControl:
     interrupted: Callable[[], bool] = lambda: False
     on_image: Callable[[GeneratedImage], None] | None = None  # each image as soon as it is decoded (saving)
     nan_check: bool = True  # stop at a non-finite latent instead of saving a black picture (--disable-nan-check)
+    skipped: Callable[[], bool] = lambda: False  # checked like `interrupted`; drops the current batch only
+    on_batch: Callable[[int, int], None] | None = None  # (batch index from 0, batches) as each batch starts
+    # after each sampler step: (step from 1, the sampler's steps, the batch's predicted latents); the queue's
+    # task keeps a cheap preview of it (manager.py)
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None
 
 
 @dataclass
@@ -55,6 +64,8 @@ class _Progress:
     def __call__(self):
         if self.control.interrupted():
             raise Interrupted()
+        if self.control.skipped():
+            raise Skipped()
         if self.control.on_progress:
             self.control.on_progress(min(self.done, self.total), self.total)
         self.done += 1
@@ -101,6 +112,20 @@ def _own_params(base: GenerationParams, params: GenerationParams, seed: int, sub
                         seed_resize_from_h=params.seed_resize_from_h if resized else 0)
 
 
+def _step_callback(nan_check, on_step, steps: int):
+    """The sampler's per-step callback: the NaN check, then the step report."""
+    if on_step is None:
+        return nan_check
+
+    def callback(info: dict) -> None:
+        if nan_check is not None:
+            nan_check(info)
+        latent = info.get("denoised", info.get("x"))
+        if latent is not None:
+            on_step(min(int(info.get("i", 0)) + 1, steps), steps, latent)
+    return callback
+
+
 @torch.no_grad()
 def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
              control: JobControl | None = None, encoder: PromptEncoder | None = None,
@@ -124,8 +149,10 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
     if concat is None and components.arch.inpainting:
         concat = _txt2img_concat(components, params)
     concat = None if concat is None else concat.to(device)
-    progress = _Progress(control, start.sampling_steps(plan) * plan.model_calls_per_step * params.n_iter)
-    nan_check = sampling.NaNCheck(start.sampling_steps(plan)) if control.nan_check else None
+    steps = start.sampling_steps(plan)
+    progress = _Progress(control, steps * plan.model_calls_per_step * params.n_iter)
+    nan_check = sampling.NaNCheck(steps) if control.nan_check else None
+    step_callback = _step_callback(nan_check, control.on_step, steps)
     seeds, subseeds = job_seeds(params, params.batch_size * params.n_iter)
     latent_shape = (components.vae.config.latent_channels, params.height // 8, params.width // 8)
     base = _infotext_base(params, plan, prompt_info, _start_record(components, params, start))
@@ -135,15 +162,20 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
         batch_subseeds = subseeds[batch * params.batch_size:(batch + 1) * params.batch_size]
         rng = ImageRNG(latent_shape, batch_seeds, batch_subseeds, params.subseed_strength,
                        (params.seed_resize_from_w, params.seed_resize_from_h), plan.ensd, plan.rng_source)
+        if control.on_batch is not None:
+            control.on_batch(batch, params.n_iter)
         begin, keep = start.begin(plan, rng, batch_seeds, device)
         n = len(batch_seeds)
         model = CFGDenoiser(plan.denoiser, conditioning, params.cfg_scale, on_step=progress, time_ids=time_ids,
                             concat=None if concat is None else concat.expand(n, -1, -1, -1), keep=keep)
         try:
-            latents = sampling.run(plan, model, begin, rng, batch_seeds, device, callback=nan_check)
+            latents = sampling.run(plan, model, begin, rng, batch_seeds, device, callback=step_callback)
         except Interrupted:
             result.interrupted = True
             break
+        except Skipped:
+            progress.done = (batch + 1) * steps * plan.model_calls_per_step
+            continue
         if nan_check is not None:
             nan_check.check_result(latents)
         latents = start.finish_latents(latents, keep)

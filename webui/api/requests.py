@@ -1,0 +1,118 @@
+"""A1111's `/sdapi/v1/txt2img` and `img2img` request bodies, generated from the GenerationParams declarations, and
+their conversion to the one typed request.
+
+Every declared field with `on_api` becomes an optional body field under its API name, defaulting to its API
+default (A1111's: steps 50, inpainting fill / "Only masked" / no padding); A1111's own keys that are not request
+fields (sampler_index, override_settings, send_images, …) are added here. Unknown keys are accepted and echoed
+back, as A1111's pydantic models do: clients send fields of features they assume (restore_faces, tiling)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..engine.errors import UserError
+from ..engine.fields import declared
+from ..engine.infotext import parse_infotext
+from ..engine.params import GenerationParams
+from ..engine.samplers import split_sampler_name
+
+log = logging.getLogger(__name__)
+
+IMG2IMG_GROUP = "img2img"  # the fields an img2img request has and a txt2img one does not (params.py cli_group)
+DEFAULT_SAMPLER = "Euler"  # A1111's API: sampler_index's default, used when sampler_name is not sent
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+_COMMON = {
+    "sampler_index": (str, Field(DEFAULT_SAMPLER, description="the old name of sampler_name")),
+    "script_name": (str | None, None),
+    "script_args": (list, Field(default_factory=list)),
+    "send_images": (bool, True),
+    "save_images": (bool, False),
+    "alwayson_scripts": (dict, Field(default_factory=dict)),
+    "force_task_id": (str | None, None),
+    "infotext": (str | None, Field(None, description="a pasted infotext: fills the fields this request leaves out")),
+    "override_settings": (dict | None, None),
+    "override_settings_restore_afterwards": (bool, True),
+    "styles": (list[str] | None, None),
+    "enable_hr": (bool, False),
+}
+_IMG2IMG = {
+    "init_images": (list[str] | None, Field(None, description="base64 images (data: URLs accepted)")),
+    "mask": (str | None, Field(None, description="base64 inpainting mask: white = regenerate")),
+    "include_init_images": (bool, False),
+}
+
+
+def _api_fields(img2img: bool) -> dict:
+    out = {}
+    for d in declared(GenerationParams):
+        if not d.spec.on_api or (d.spec.cli_group == IMG2IMG_GROUP and not img2img):
+            continue
+        annotation = d.kind | None  # None = the declared default, as A1111's lenient models
+        if d.kind is bool:  # A1111 sends inpainting_mask_invert as 0/1
+            annotation = bool | int | None
+        out[d.spec.api or d.name] = (annotation, Field(d.api_default, description=d.spec.help or d.spec.label))
+    return out
+
+
+Txt2ImgRequest = create_model("StableDiffusionTxt2ImgProcessingAPI", __base__=_Body,
+                              **_api_fields(False), **_COMMON)
+Img2ImgRequest = create_model("StableDiffusionImg2ImgProcessingAPI", __base__=_Body,
+                              **_api_fields(True), **_COMMON, **_IMG2IMG)
+# txt2img's denoising_strength only matters for hires fix (A1111): accepted, not a txt2img field here
+_TXT2IMG_IGNORED = ("denoising_strength",)
+_SAMPLER_FIELDS = ("sampler_name", "scheduler")  # None: sampler_index, then "Euler"; the sampler's own schedule
+
+
+class NotAvailable(UserError):
+    """A feature the request asks for that this version does not have yet (HTTP 501)."""
+
+
+def to_params(body: BaseModel) -> GenerationParams:
+    """The typed request: fields left out (or null) take the API defaults; an `infotext` fills the fields the
+    request did not send; sampler_index stands in for a missing sampler_name; old combined sampler names
+    ("DPM++ 2M Karras") are split. Raises UnknownSampler (400) and NotAvailable (501)."""
+    if getattr(body, "enable_hr", False):
+        raise NotAvailable("hires fix (enable_hr) is not available in this version yet")
+    sent = {name for name in body.model_fields_set if getattr(body, name) is not None}
+    pasted = parse_infotext(body.infotext) if body.infotext else None
+    values = {}
+    for d in declared(GenerationParams):
+        name = d.spec.api or d.name
+        if not d.spec.on_api or name not in type(body).model_fields:
+            continue
+        value = getattr(body, name)
+        if name not in sent and pasted is not None and getattr(pasted, d.name) != d.default:
+            value = getattr(pasted, d.name)
+        if value is None and not d.nullable and d.name not in _SAMPLER_FIELDS:
+            value = d.default if d.api_default is None else d.api_default
+        if d.kind is bool and value is not None:
+            value = bool(value)
+        values[d.name] = value
+    for name in ("seed_resize_from_w", "seed_resize_from_h"):  # A1111's API: -1 = off
+        if values.get(name) == -1:
+            values[name] = 0
+    if isinstance(body, Txt2ImgRequest):
+        for name in _TXT2IMG_IGNORED:
+            values.pop(name, None)
+    sampler = values.get("sampler_name") or body.sampler_index or DEFAULT_SAMPLER
+    values["sampler_name"], values["scheduler"] = split_sampler_name(sampler, values.get("scheduler") or "Automatic")
+    if pasted is not None:
+        values["extra"] = dict(pasted.extra)
+    return GenerationParams(**values)
+
+
+def echo(body: BaseModel, keep_images: bool = True) -> dict[str, Any]:
+    """The request as A1111 returns it in `parameters`; img2img leaves out the images unless include_init_images."""
+    out = body.model_dump()
+    if not keep_images:
+        for name in ("init_images", "mask"):
+            if name in out:
+                out[name] = None
+    return out
