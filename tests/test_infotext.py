@@ -53,13 +53,13 @@ def test_empty_prompt_is_stripped():
 
 def test_quoting():
     p = cat(sampler_name="odd, name", extra={
-        "Hires prompt": "a, b", "Lora hashes": "a: 0123456789ab, b: ba9876543210",
+        "ADetailer prompt": "a, b", "Lora hashes": "a: 0123456789ab, b: ba9876543210",
         "Note": "line1\nline2", "Plain": 'say "hi" (x)', "Quoted": '"q"', "Spaced": " lead",
         "Unicode": "猫, é"})
     assert format_infotext(p) == (
         'a cat\nNegative prompt: ugly\nSteps: 20, Sampler: "odd, name", Schedule type: Automatic, CFG scale: 7, '
         "Seed: 1234, Size: 512x512, Model hash: 0123456789, Model: tiny, "
-        'Hires prompt: "a, b", Lora hashes: "a: 0123456789ab, b: ba9876543210", Note: "line1\\nline2", '
+        'ADetailer prompt: "a, b", Lora hashes: "a: 0123456789ab, b: ba9876543210", Note: "line1\\nline2", '
         'Plain: say "hi" (x), Quoted: "\\"q\\"", Spaced: " lead", Unicode: "猫, é", Version: gouache-0.1.0')
     back = parse_infotext(format_infotext(p))
     assert back.sampler_name == "odd, name"
@@ -134,9 +134,8 @@ def test_parse_a1111_example():
         20, "DPM++ 2M", "Karras", 7.0, 1234, 512, 768)
     assert (p.model_hash, p.model) == ("6ce0161689", "v1-5-pruned-emaonly")
     assert p.denoising_strength == 0.7
-    assert list(p.extra.items()) == [
-        ("Hires upscale", "2"), ("Hires upscaler", "Latent"),
-        ("Lora hashes", "add_detail: 7c6bad76eb54"), ("Version", "v1.10.1")]
+    assert (p.enable_hr, p.hr_scale, p.hr_upscaler) == (True, 2.0, "Latent")  # A1111's paste turns hires on
+    assert list(p.extra.items()) == [("Lora hashes", "add_detail: 7c6bad76eb54"), ("Version", "v1.10.1")]
 
 
 @pytest.mark.parametrize("text", A1111_TEXTS)

@@ -104,7 +104,13 @@ def test_cli_flags_and_defaults_unchanged():
     knobs = ("--eta", "--eta-ddim", "--s-churn", "--s-tmin", "--s-tmax", "--s-noise", "--sigma-min", "--sigma-max",
              "--rho", "--ensd", "--rng", "--vae", "--clip-skip", "--emphasis")
     assert all(flags[k] is None for k in knobs)
-    assert "--denoising-strength" not in flags
+    # hires fix's flags; its denoise is unset (0.7 when hires fix is on), never img2img's 0.75
+    assert {k: flags[k] for k in ("--enable-hr", "--hr-scale", "--hr-upscaler", "--hr-second-pass-steps",
+                                  "--hr-resize-x", "--hr-resize-y", "--denoising-strength", "--hr-sampler",
+                                  "--hr-scheduler", "--hr-checkpoint", "--hr-prompt", "--hr-negative-prompt")} == {
+        "--enable-hr": False, "--hr-scale": 2.0, "--hr-upscaler": None, "--hr-second-pass-steps": 0,
+        "--hr-resize-x": 0, "--hr-resize-y": 0, "--denoising-strength": None, "--hr-sampler": None,
+        "--hr-scheduler": None, "--hr-checkpoint": None, "--hr-prompt": "", "--hr-negative-prompt": ""}
     i2i = {a.option_strings[0]: a.default for a in cli.img2img_parser()._actions if a.option_strings}
     assert {k: i2i[k] for k in ("--denoising-strength", "--resize-mode", "--mask-blur", "--invert-mask",
                                 "--masked-content", "--only-masked", "--only-masked-padding", "--scale")} == {

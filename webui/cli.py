@@ -65,7 +65,8 @@ def launch_parser() -> argparse.ArgumentParser:
 
 
 # Option groups of the flags that GenerationParams fields declare (`cli_group`); None = the main options.
-FIELD_GROUPS = {"sampler": "sampler settings (default: the settings' values)", "img2img": "img2img"}
+FIELD_GROUPS = {"sampler": "sampler settings (default: the settings' values)", "img2img": "img2img",
+                "hires": "hires fix (A1111's txt2img second pass; see --enable-hr)"}
 
 
 def _range_text(d) -> str:
@@ -114,14 +115,23 @@ def params_from_args(args: argparse.Namespace, params_cls=None):
 
 
 def txt2img_parser(prog: str = "webui txt2img", description: str = "Generate images headless; prints each path.",
-                   params_cls=None) -> argparse.ArgumentParser:
-    """`params_cls`: GenerationParams (the default) or a subclass; its declared fields become the flags."""
+                   params_cls=None, hires: bool = True) -> argparse.ArgumentParser:
+    """`params_cls`: GenerationParams (the default) or a subclass; its declared fields become the flags.
+    `hires`: with hires fix's flags (txt2img's, not img2img's)."""
+    from .engine.jobs.hires import DEFAULT_DENOISE
     from .engine.params import GenerationParams
 
     p = argparse.ArgumentParser(prog=prog, description=description)
     _add_common(p)
     knobs = p.add_argument_group(FIELD_GROUPS["sampler"])
-    add_field_flags(p, params_cls or GenerationParams, {None: p, "sampler": knobs})
+    groups = {None: p, "sampler": knobs}
+    if hires:
+        groups["hires"] = p.add_argument_group(FIELD_GROUPS["hires"])
+        # img2img's field, which hires fix uses too (with A1111's hires default)
+        groups["hires"].add_argument("--denoising-strength", dest="denoising_strength", type=float, default=None,
+                                     metavar="DENOISING_STRENGTH",
+                                     help=f"hires fix's denoising strength (0.0-1.0; default {DEFAULT_DENOISE})")
+    add_field_flags(p, params_cls or GenerationParams, groups)
     return p
 
 
@@ -131,7 +141,7 @@ def img2img_parser(params_cls=None) -> argparse.ArgumentParser:
 
     params_cls = params_cls or GenerationParams
     p = txt2img_parser("webui img2img", "img2img / inpainting headless; prints each path. Unset options take "
-                                        "A1111's UI defaults.", params_cls)
+                                        "A1111's UI defaults.", params_cls, hires=False)
     g = p.add_argument_group(FIELD_GROUPS["img2img"])
     # Not request fields (the images, "Resize by"), or (resize mode) one whose names live in imaging/ops.py.
     g.add_argument("--init-image", type=Path, required=True, help="the image to start from")

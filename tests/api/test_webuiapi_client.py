@@ -160,25 +160,6 @@ def test_lists_samplers_schedulers_models_loras(webui, data_dir, manager):
 # ------------------------------------------------------------------------------------- progress, interrupt, skip
 
 
-@pytest.fixture
-def slow_steps(monkeypatch):
-    """Each sampler step takes ≥ 40 ms, so a test can act while a job runs."""
-    from webui.engine.manager import PipelineManager
-
-    original = PipelineManager._control
-
-    def slowed(self, *args, **kwargs):
-        control = original(self, *args, **kwargs)
-        report = control.on_step
-
-        def on_step(*step_args):
-            time.sleep(0.04)
-            report(*step_args)
-        control.on_step = on_step
-        return control
-    monkeypatch.setattr(PipelineManager, "_control", slowed)
-
-
 def _in_background(fn, **kwargs):
     out = {}
     thread = threading.Thread(target=lambda: out.setdefault("result", fn(**kwargs)))
@@ -228,3 +209,22 @@ def test_skip_drops_the_current_batch_only(webui, slow_steps):
     assert result.info["all_seeds"] == [43, 44] and not result.info["interrupted"]
     alone = webui.txt2img(**{**SMALL, "steps": 10, "seed": 43})
     assert np.array_equal(px(result.images[0]), px(alone.image))
+
+
+def test_hires_fix_through_the_api_equals_the_cli(webui, data_dir, tmp_path):
+    result = webui.txt2img(**{**SMALL, "steps": 4}, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent (bicubic)",
+                           denoising_strength=0.55, hr_second_pass_steps=3)
+    image = result.image
+    assert image.size == (96, 96)
+    text = png_parameters(image)
+    assert "Size: 64x64" in text and "Denoising strength: 0.55" in text
+    assert "Hires upscale: 1.5, Hires steps: 3, Hires upscaler: Latent (bicubic)" in text
+    cli, cli_text = cli_picture(data_dir, tmp_path, "--prompt", "a red circle", "--negative-prompt", "blurry",
+                                "--width", "64", "--height", "64", "--steps", "4", "--seed", "42", "--sampler",
+                                "DPM++ 2M", "--cfg-scale", "6.5", "--enable-hr", "--hr-scale", "1.5",
+                                "--hr-upscaler", "Latent (bicubic)", "--denoising-strength", "0.55",
+                                "--hr-second-pass-steps", "3")
+    assert np.array_equal(px(image), cli) and parse_infotext(cli_text) == parse_infotext(text)
+    # webuiapi sends every hires field even with hires off: nothing of it may show
+    plain = webui.txt2img(**SMALL).info["infotexts"][0]
+    assert "Hires" not in plain and "Denoising strength" not in plain

@@ -83,7 +83,7 @@ def test_a_lora_with_this_models_names_but_other_shapes_says_so(manager, data_di
 def test_after_unload_the_next_job_reloads_the_model_that_was_loaded(manager, tiny_files):
     shutil.copy(tiny_files["other"], manager.ckpt_dir / "another.safetensors")  # sorts before tiny
     (manager.ckpt_dir / "aaa-broken.safetensors").write_bytes(b"not a model")  # sorts first of all
-    manager.load("another")
+    manager.select("another")  # chosen in the dropdown (a job naming a checkpoint does not choose it)
     before = pixels(manager)
     manager.unload()
     assert manager.current is None

@@ -20,7 +20,9 @@ from ..engine.samplers import split_sampler_name
 
 log = logging.getLogger(__name__)
 
-IMG2IMG_GROUP = "img2img"  # the fields an img2img request has and a txt2img one does not (params.py cli_group)
+IMG2IMG_GROUP = "img2img"  # the fields an img2img request has and a txt2img one does not (params.py cli_group) …
+HIRES_GROUP = "hires"  # … and the other way round
+HIRES_ALSO = ("denoising_strength",)  # an img2img field that hires fix uses too
 DEFAULT_SAMPLER = "Euler"  # A1111's API: sampler_index's default, used when sampler_name is not sent
 
 
@@ -40,7 +42,6 @@ _COMMON = {
     "override_settings": (dict | None, None),
     "override_settings_restore_afterwards": (bool, True),
     "styles": (list[str] | None, None),
-    "enable_hr": (bool, False),
 }
 _IMG2IMG = {
     "init_images": (list[str] | None, Field(None, description="base64 images (data: URLs accepted)")),
@@ -52,7 +53,9 @@ _IMG2IMG = {
 def _api_fields(img2img: bool) -> dict:
     out = {}
     for d in declared(GenerationParams):
-        if not d.spec.on_api or (d.spec.cli_group == IMG2IMG_GROUP and not img2img):
+        group = d.spec.cli_group
+        if not d.spec.on_api or (group == IMG2IMG_GROUP and not img2img and d.name not in HIRES_ALSO) or \
+                (group == HIRES_GROUP and img2img):
             continue
         annotation = d.kind | None  # None = the declared default, as A1111's lenient models
         if d.kind is bool:  # A1111 sends inpainting_mask_invert as 0/1
@@ -65,8 +68,6 @@ Txt2ImgRequest = create_model("StableDiffusionTxt2ImgProcessingAPI", __base__=_B
                               **_api_fields(False), **_COMMON)
 Img2ImgRequest = create_model("StableDiffusionImg2ImgProcessingAPI", __base__=_Body,
                               **_api_fields(True), **_COMMON, **_IMG2IMG)
-# txt2img's denoising_strength only matters for hires fix (A1111): accepted, not a txt2img field here
-_TXT2IMG_IGNORED = ("denoising_strength",)
 _SAMPLER_FIELDS = ("sampler_name", "scheduler")  # None: sampler_index, then "Euler"; the sampler's own schedule
 
 
@@ -78,8 +79,6 @@ def to_params(body: BaseModel) -> GenerationParams:
     """The typed request: fields left out (or null) take the API defaults; an `infotext` fills the fields the
     request did not send; sampler_index stands in for a missing sampler_name; old combined sampler names
     ("DPM++ 2M Karras") are split. Raises UnknownSampler (400) and NotAvailable (501)."""
-    if getattr(body, "enable_hr", False):
-        raise NotAvailable("hires fix (enable_hr) is not available in this version yet")
     sent = {name for name in body.model_fields_set if getattr(body, name) is not None}
     pasted = parse_infotext(body.infotext) if body.infotext else None
     values = {}
@@ -98,9 +97,6 @@ def to_params(body: BaseModel) -> GenerationParams:
     for name in ("seed_resize_from_w", "seed_resize_from_h"):  # A1111's API: -1 = off
         if values.get(name) == -1:
             values[name] = 0
-    if isinstance(body, Txt2ImgRequest):
-        for name in _TXT2IMG_IGNORED:
-            values.pop(name, None)
     sampler = values.get("sampler_name") or body.sampler_index or DEFAULT_SAMPLER
     values["sampler_name"], values["scheduler"] = split_sampler_name(sampler, values.get("scheduler") or "Automatic")
     if pasted is not None:

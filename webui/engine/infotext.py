@@ -27,9 +27,12 @@ FIXED_KEYS = (
     "Init image hash", "RNG", "Tiling",
 )
 # The typed fields A1111 puts in p.extra_generation_params, in the order it sets them: Img2Img.init's
-# inpainting fields, then the sampler's (sd_samplers_common / sd_samplers_kdiffusion).
+# inpainting fields or Txt2Img.init's hires fields (a job has one or the other), img2img's noise multiplier,
+# then the sampler's (sd_samplers_common / sd_samplers_kdiffusion).
 EXTRA_KEYS = (
-    "Mask mode", "Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Noise multiplier",
+    "Mask mode", "Mask blur", "Inpaint area", "Masked area padding", "Masked content",
+    "Hires checkpoint", "Hires sampler", "Hires prompt", "Hires negative prompt", "Hires schedule type",
+    "Hires upscale", "Hires resize", "Hires steps", "Hires upscaler", "Noise multiplier",
     "Emphasis", "Schedule min sigma", "Schedule max sigma", "Schedule rho", "Eta", "Eta DDIM",
     "Sigma churn", "Sigma tmin", "Sigma tmax", "Sigma noise",
 )
@@ -88,6 +91,9 @@ def _special_fields(p: GenerationParams) -> dict:
         "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if resized else None,
         "Clip skip": p.clip_skip if p.clip_skip and p.clip_skip > 1 else None,  # 1 is the model's own last layer
         "Masked area padding": p.inpaint_full_res_padding if p.inpaint_full_res else None,
+        "Hires upscale": p.hr_scale if p.enable_hr and not (p.hr_resize_x or p.hr_resize_y) else None,
+        "Hires resize": f"{p.hr_resize_x}x{p.hr_resize_y}" if p.enable_hr and (p.hr_resize_x or p.hr_resize_y)
+        else None,
     }
 
 
@@ -154,7 +160,9 @@ def _converter(d: Declared):
 def _readers(cls) -> dict:
     """Infotext key -> (text -> {field: value}) for `cls`; a reader that raises leaves the value in `extra`."""
     readers = {"Size": _size,
-               "Seed resize from": lambda v: _size(v, "seed_resize_from_w", "seed_resize_from_h")}
+               "Seed resize from": lambda v: _size(v, "seed_resize_from_w", "seed_resize_from_h"),
+               "Hires upscale": lambda v: {"hr_scale": float(v)},
+               "Hires resize": lambda v: _size(v, "hr_resize_x", "hr_resize_y")}
     for d in declared(cls):
         if d.spec.infotext is not None:
             readers[d.spec.infotext] = lambda v, name=d.name, convert=_converter(d): {name: convert(v)}
@@ -195,7 +203,18 @@ def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) ->
         else:
             for name, value in changes.items():
                 setattr(p, name, value)
+    # A1111's paste: hires fix was on when the denoise is there with any hires size or upscaler. Hires keys
+    # without it are kept as text, so writing the parsed infotext gives them back.
+    keys = dict(fields or ())
+    p.enable_hr = "Denoising strength" in keys and any(k in keys for k in _HIRES_MARKS)
+    if not p.enable_hr:
+        p.extra.update((k, v) for k, v in keys.items() if k in HIRES_KEYS and k not in p.extra)
+        p.extra = {k: p.extra[k] for k in [*keys, *p.extra] if k in p.extra}  # in the text's order
     return p
+
+
+_HIRES_MARKS = ("Hires upscale", "Hires upscaler", "Hires resize")
+HIRES_KEYS = tuple(k for k in EXTRA_KEYS if k.startswith("Hires "))
 
 
 def infotext_fields(text: str) -> dict:

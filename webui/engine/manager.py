@@ -170,6 +170,8 @@ class PipelineManager:
             loaded = self.cache.get(info.path) or self._build(info)
             self._activate(loaded)
             self._evict()
+            if self.selected is None:  # the first checkpoint loaded is the default until one is selected
+                self.selected = info
             return loaded
 
     def _build(self, info: CheckpointInfo) -> LoadedModel:

@@ -28,7 +28,8 @@ INPAINT_AREAS = ("Whole picture", "Only masked")  # inpaint_full_res False / Tru
 RNG_SOURCES = ("CPU", "GPU")
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 
-_SAMPLER, _IMG2IMG = "sampler", "img2img"  # CLI option groups (webui/cli.py)
+_SAMPLER, _IMG2IMG, _HIRES = "sampler", "img2img", "hires"  # CLI option groups (webui/cli.py)
+HR_SCALE_MAX = 4.0
 
 
 @dataclass
@@ -145,6 +146,37 @@ class GenerationParams:
                                                    noun="noise multiplier", minimum=0.0,
                                                    maximum=NOISE_MULTIPLIER_MAX, infotext="Noise multiplier",
                                                    infotext_omit=(1.0,), cli_group=_IMG2IMG)
+    # Hires fix: txt2img's second pass (jobs/hires.py), A1111's fields and infotext keys. Nothing of it is written
+    # or done without enable_hr; "Hires upscale" / "Hires resize" come from hr_scale / hr_resize_x, _y
+    # (infotext.py), and a read infotext with them and "Denoising strength" turns enable_hr on.
+    enable_hr: bool = param(False, label="Hires. fix", cli="--enable-hr", cli_group=_HIRES,
+                            help="hires fix: upscale the picture, then sample it again")
+    hr_upscaler: str | None = param(None, label="Upscaler", noun="hires upscaler", infotext="Hires upscaler",
+                                    cli="--hr-upscaler", cli_group=_HIRES,
+                                    help="a latent mode (Latent, Latent (bicubic), …) or Lanczos, Nearest, None; "
+                                         "default Latent")
+    hr_second_pass_steps: int = param(0, label="Hires steps", minimum=0, maximum=STEPS_MAX, step=1,
+                                      infotext="Hires steps", infotext_omit=(0,), cli="--hr-second-pass-steps",
+                                      cli_group=_HIRES, help="hires steps, 0 = as many as the first pass")
+    hr_scale: float = param(2.0, label="Upscale by", noun="hires upscale", minimum=1.0, maximum=HR_SCALE_MAX,
+                            step=0.05, cli="--hr-scale", cli_group=_HIRES)
+    hr_resize_x: int = param(0, label="Resize width to", noun="hires resize width", minimum=0, maximum=SIZE_MAX,
+                             step=SIZE_STEP, cli="--hr-resize-x", cli_group=_HIRES,
+                             help="hires width, 0 = from the height or Upscale by")
+    hr_resize_y: int = param(0, label="Resize height to", noun="hires resize height", minimum=0, maximum=SIZE_MAX,
+                             step=SIZE_STEP, cli="--hr-resize-y", cli_group=_HIRES,
+                             help="hires height, 0 = from the width or Upscale by")
+    hr_checkpoint_name: str | None = param(None, label="Hires checkpoint", infotext="Hires checkpoint",
+                                           cli="--hr-checkpoint", cli_group=_HIRES)
+    hr_sampler_name: str | None = param(None, label="Hires sampling method", infotext="Hires sampler",
+                                        cli="--hr-sampler", cli_group=_HIRES, help="default: the first pass's")
+    hr_scheduler: str | None = param(None, label="Hires schedule type", infotext="Hires schedule type",
+                                     cli="--hr-scheduler", cli_group=_HIRES, help="default: the first pass's")
+    hr_prompt: str = param("", label="Hires prompt", infotext="Hires prompt", infotext_omit=("",),
+                           cli="--hr-prompt", cli_group=_HIRES, help="default: the prompt")
+    hr_negative_prompt: str = param("", label="Hires negative prompt", infotext="Hires negative prompt",
+                                    infotext_omit=("",), cli="--hr-negative-prompt", cli_group=_HIRES,
+                                    help="default: the negative prompt")
     # Infotext fields this version does not model, verbatim and in order (e.g. "Hires upscale", "Version").
     extra: dict[str, str] = param(default_factory=dict, label="Other infotext fields",
                                   help="infotext fields this version does not model, written back verbatim",

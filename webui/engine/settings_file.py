@@ -47,7 +47,7 @@ def coerce_settings(values: dict) -> dict:
             out[name] = _coerce(fields[name], value)
             message = value_error(Settings, name, out[name])
             if message:
-                raise ValueError(message)
+                raise ValueError(f"{name}: {message}")  # the key, for an API client; the label's words, for a person
     return out
 
 

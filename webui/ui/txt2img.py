@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..engine import samplers
+from ..engine.jobs import hires
 from ..engine.manager import PipelineManager
 from ..engine.params import GenerationParams
 from . import lora_browser
@@ -69,9 +70,54 @@ def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
             ui.batch_size = slider_for("batch_size")
         ui.cfg_scale = slider_for("cfg_scale", minimum=1)  # A1111's slider starts at 1; the API accepts 0
         ui.seeds = seed_controls(ui.last)
+        _hires_panel(ui)
         with gr.Accordion("Textual inversion", open=False):
             ui.embeddings = gr.Markdown(embeddings_markdown(manager))
             ui.refresh_embeddings = gr.Button("Refresh embeddings")
+
+
+USE_SAME = "Use same sampler"  # A1111's first choice of the hires sampler dropdown
+
+
+def _hires_panel(ui: SimpleNamespace) -> None:
+    """A1111's "Hires. fix" accordion: its fields, labels and UI defaults (denoising 0.7)."""
+    with gr.Accordion("Hires. fix", open=False):
+        ui.enable_hr = gr.Checkbox(False, label=label_of("enable_hr"))
+        with gr.Row():
+            ui.hr_upscaler = gr.Dropdown(hires.upscaler_names(), value=hires.DEFAULT_UPSCALER,
+                                         label=label_of("hr_upscaler"))
+            ui.hr_steps = slider_for("hr_second_pass_steps")
+            ui.hr_denoise = slider_for("denoising_strength", value=hires.DEFAULT_DENOISE)
+        with gr.Row():
+            ui.hr_scale = slider_for("hr_scale")
+            ui.hr_resize_x = slider_for("hr_resize_x")
+            ui.hr_resize_y = slider_for("hr_resize_y")
+        with gr.Row():
+            ui.hr_sampler = gr.Dropdown([USE_SAME, *samplers.sampler_names()], value=USE_SAME,
+                                        label=label_of("hr_sampler_name"))
+            ui.hr_scheduler = gr.Dropdown(samplers.schedule_labels(), value="Automatic",
+                                          label=label_of("hr_scheduler"))
+        ui.hr_prompt = gr.Textbox("", label=label_of("hr_prompt"), lines=2,
+                                  placeholder="Leave empty to use the prompt")
+        ui.hr_negative = gr.Textbox("", label=label_of("hr_negative_prompt"), lines=2,
+                                    placeholder="Leave empty to use the negative prompt")
+    ui.hires_inputs = [ui.enable_hr, ui.hr_upscaler, ui.hr_steps, ui.hr_denoise, ui.hr_scale, ui.hr_resize_x,
+                       ui.hr_resize_y, ui.hr_sampler, ui.hr_scheduler, ui.hr_prompt, ui.hr_negative]
+
+
+def hires_fields(enable_hr=False, hr_upscaler=None, hr_steps=0, denoise=None, hr_scale=2.0, hr_resize_x=0,
+                 hr_resize_y=0, hr_sampler=USE_SAME, hr_scheduler="Automatic", hr_prompt="",
+                 hr_negative_prompt="") -> dict:
+    """The accordion's values as request fields; nothing of it when it is off (the first pass's denoise stays
+    unset, as A1111's txt2img writes none)."""
+    if not enable_hr:
+        return {}
+    return dict(enable_hr=True, hr_upscaler=hr_upscaler or None, hr_second_pass_steps=int(hr_steps or 0),
+                denoising_strength=None if denoise is None else float(denoise), hr_scale=float(hr_scale),
+                hr_resize_x=int(hr_resize_x or 0), hr_resize_y=int(hr_resize_y or 0),
+                hr_sampler_name=None if hr_sampler in (None, "", USE_SAME) else hr_sampler,
+                hr_scheduler=None if hr_scheduler in (None, "", "Automatic") else hr_scheduler,
+                hr_prompt=hr_prompt or "", hr_negative_prompt=hr_negative_prompt or "")
 
 
 def _output_panel(ui: SimpleNamespace) -> None:
@@ -92,13 +138,17 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path):
     @user_errors_as_gradio
     def txt2img(checkpoint, prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter,
                 batch_size, cfg_scale, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0,
-                seed_resize_from_h=0, progress=gr.Progress()):
+                seed_resize_from_h=0, enable_hr=False, hr_upscaler=None, hr_steps=0, hr_denoise=None, hr_scale=2.0,
+                hr_resize_x=0, hr_resize_y=0, hr_sampler=USE_SAME, hr_scheduler="Automatic", hr_prompt="",
+                hr_negative_prompt="", progress=gr.Progress()):
         request = GenerationParams(
             prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
             steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
             batch_size=int(batch_size), cfg_scale=float(cfg_scale), seed=int(seed), subseed=int(subseed),
             subseed_strength=float(subseed_strength), seed_resize_from_w=int(seed_resize_from_w),
-            seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None)
+            seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None, **hires_fields(
+                enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_resize_x, hr_resize_y, hr_sampler,
+                hr_scheduler, hr_prompt, hr_negative_prompt))
         processed = manager.txt2img(
             request, outdir, on_progress=lambda done, total: progress((done, total), desc="Sampling"))
         texts = processed.infotexts
@@ -135,7 +185,8 @@ def _wire_events(ui: SimpleNamespace, manager: PipelineManager, outdir: Path, ch
 
     ui.generate.click(_txt2img_handler(manager, outdir),
                       inputs=[checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width,
-                              ui.height, ui.n_iter, ui.batch_size, ui.cfg_scale, ui.seeds.seed, *ui.seeds.inputs],
+                              ui.height, ui.n_iter, ui.batch_size, ui.cfg_scale, ui.seeds.seed, *ui.seeds.inputs,
+                              *ui.hires_inputs],
                       outputs=[ui.gallery, ui.info, ui.last], api_name="txt2img").then(
         lambda state: (state["paths"][0], state["infotexts"][0]) if state.get("paths") else ("", ""),
         inputs=ui.last, outputs=[ui.selected_path, ui.selected_info], api_name=False)

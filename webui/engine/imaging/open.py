@@ -35,23 +35,23 @@ def check_pixels(width: int, height: int, max_pixels: int, what: str = "Image") 
                            f"{describe_limit(max_pixels)}; make it smaller first")
 
 
-def _data_url_bytes(text: str) -> bytes:
+def _data_url_bytes(text: str, what: str = "Image") -> bytes:
     _, _, payload = text.partition(",")
-    return _base64_bytes(payload)
+    return _base64_bytes(payload, what)
 
 
-def _base64_bytes(payload: str) -> bytes:
+def _base64_bytes(payload: str, what: str = "Image") -> bytes:
     try:
         return base64.b64decode(payload, validate=False)
     except (binascii.Error, ValueError) as e:
-        raise InvalidImage(f"Cannot read the image: bad base64 data ({e})") from e
+        raise InvalidImage(f"Cannot read the {what.lower()}: bad base64 data ({e})") from e
 
 
 def open_limited(source: Source, max_pixels: int, what: str = "Image") -> Image.Image:
     """The image at `source`, opened (header only) and size-checked; not yet decoded. A str starting with
     "data:" is a data URL. Raises InvalidImage for an unreadable image or one over `max_pixels`."""
     if isinstance(source, str) and source.startswith("data:"):
-        source = _data_url_bytes(source)
+        source = _data_url_bytes(source, what)
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     try:
@@ -75,7 +75,7 @@ def open_base64(text: str, max_pixels: int, what: str = "Image") -> Image.Image:
     """An image sent as base64 text (an API client's), bare or as a data: URL; never a path. As open_limited."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidImage(f"{what} is empty: send the image as base64 text")
-    data = _data_url_bytes(text) if text.startswith("data:") else _base64_bytes(text.strip())
+    data = _data_url_bytes(text, what) if text.startswith("data:") else _base64_bytes(text.strip(), what)
     return open_limited(data, max_pixels, what)
 
 

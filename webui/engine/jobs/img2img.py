@@ -54,6 +54,11 @@ def _encode(vae, pixels: torch.Tensor) -> torch.Tensor:
     return (latent.float() * vae.config.scaling_factor).cpu()
 
 
+def encode_picture(vae, image: Image.Image) -> torch.Tensor:
+    """A picture's latent (1, C, h, w) as the UNet sees it (scaled, the VAE's mean): hires fix's pixel path."""
+    return _encode(vae, _to_tensor(image))
+
+
 def _binary(mask: Image.Image) -> torch.Tensor:
     """(1, 1, H, W) float mask rounded to 0/1, as A1111's inpainting conditioning (mask_round)."""
     return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0).round()[None, None]

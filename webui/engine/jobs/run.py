@@ -15,7 +15,7 @@ from ..rng import ImageRNG, job_seeds
 from ..samplers import sampling
 from ..samplers.denoiser import CFGDenoiser, DiscreteEpsDenoiser
 from ..settings import Settings
-from . import decode
+from . import decode, hires
 from .resolve import resolve
 from .start import FromImage, FromNoise
 
@@ -80,13 +80,17 @@ def _txt2img_concat(components, params: GenerationParams) -> torch.Tensor:
     return torch.cat([torch.ones_like(latent[:, :1]), latent], dim=1)
 
 
-def _start_record(components, params: GenerationParams, start) -> dict:
+def _start_record(components, params: GenerationParams, start, second=None) -> dict:
     """The request fields the start decides for the infotext: img2img's as they took effect; txt2img writes the
-    conditioning mask weight only for a 9-channel model (A1111 records it whenever one is conditioned)."""
+    conditioning mask weight only for a 9-channel model (A1111 records it whenever one is conditioned), and the
+    hires fields when hires fix is on (nothing of it otherwise)."""
+    blank_hires = dict(enable_hr=False, hr_upscaler=None, hr_second_pass_steps=0, hr_checkpoint_name=None,
+                       hr_sampler_name=None, hr_scheduler=None, hr_prompt="", hr_negative_prompt="")
     if isinstance(start, FromImage):
-        return start.record
+        return {**blank_hires, **start.record}
     weight = params.inpainting_mask_weight if components.arch.inpainting else None
-    return dict(initial_noise_multiplier=None, inpainting_mask_weight=weight)
+    hires_fields = second.record if second is not None else {**blank_hires, "denoising_strength": None}
+    return dict(initial_noise_multiplier=None, inpainting_mask_weight=weight, **hires_fields)
 
 
 # Infotext fields a job computes itself: a pasted infotext's old values must not carry over.
@@ -149,13 +153,17 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
     if concat is None and components.arch.inpainting:
         concat = _txt2img_concat(components, params)
     concat = None if concat is None else concat.to(device)
+    second = None
+    if params.enable_hr and not start.is_img2img:
+        second = hires.SecondPass.prepare(components, denoiser, params, settings, plan, encoder, conditioning)
     steps = start.sampling_steps(plan)
-    progress = _Progress(control, steps * plan.model_calls_per_step * params.n_iter)
+    calls = steps * plan.model_calls_per_step + (second.model_calls if second is not None else 0)
+    progress = _Progress(control, calls * params.n_iter)
     nan_check = sampling.NaNCheck(steps) if control.nan_check else None
     step_callback = _step_callback(nan_check, control.on_step, steps)
     seeds, subseeds = job_seeds(params, params.batch_size * params.n_iter)
     latent_shape = (components.vae.config.latent_channels, params.height // 8, params.width // 8)
-    base = _infotext_base(params, plan, prompt_info, _start_record(components, params, start))
+    base = _infotext_base(params, plan, prompt_info, _start_record(components, params, start, second))
     result = JobResult(extra_networks=prompt_info.extra_networks)
     for batch in range(params.n_iter):
         batch_seeds = seeds[batch * params.batch_size:(batch + 1) * params.batch_size]
@@ -174,11 +182,24 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
             result.interrupted = True
             break
         except Skipped:
-            progress.done = (batch + 1) * steps * plan.model_calls_per_step
+            progress.done = (batch + 1) * calls
             continue
         if nan_check is not None:
             nan_check.check_result(latents)
         latents = start.finish_latents(latents, keep)
+        if second is not None:
+            try:
+                latents = second.run(
+                    latents, batch_seeds, batch_subseeds, device, progress,
+                    lambda n: _step_callback(sampling.NaNCheck(n) if control.nan_check else None, control.on_step, n),
+                    lambda w, h, n: _txt2img_concat(components, params.replace(width=w, height=h)).to(device).expand(
+                        n, -1, -1, -1) if components.arch.inpainting else None)
+            except Interrupted:
+                result.interrupted = True
+                break
+            except Skipped:
+                progress.done = (batch + 1) * calls
+                continue
         if conditioning.padded:
             base.extra["Pad conds"] = "True"
         images = [start.finish(image) for image in decode.latents_to_images(components.vae, latents)]
