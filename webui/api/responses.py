@@ -6,14 +6,15 @@ import base64
 import datetime
 import json
 
-from ..engine.imaging.saving import png_bytes
+from ..engine.imaging import metadata
 from ..engine.infotext import VERSION
 from ..engine.manager import Processed
 from ..engine.params import GenerationParams
 
 
-def b64_png(image, infotext: str | None = None) -> str:
-    return base64.b64encode(png_bytes(image, infotext)).decode("ascii")
+def b64_image(image, infotext: str | None = None, fmt: str = "png") -> str:
+    """A picture as base64 of its file in `fmt` (the samples_format setting), carrying its infotext."""
+    return base64.b64encode(metadata.encode(image, infotext, fmt)).decode("ascii")
 
 
 def info_json(processed: Processed, request: GenerationParams, started: datetime.datetime) -> str:

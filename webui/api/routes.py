@@ -18,6 +18,7 @@ import torch
 from fastapi import APIRouter, Body, Depends
 
 from ..engine import samplers
+from ..engine.imaging.metadata import infotext_of
 from ..engine.imaging.open import open_base64
 from ..engine.infotext import PNG_INFO_MAX_PIXELS, infotext_fields
 from ..engine.jobs.img2img import MAX_INIT_PIXELS
@@ -30,7 +31,7 @@ from . import options as options_api
 from .auth import basic_auth_dependency
 from .errors import make_route_class
 from .requests import Img2ImgRequest, NotAvailable, Txt2ImgRequest, echo, to_params
-from .responses import b64_png, info_json
+from .responses import b64_image, info_json
 
 log = logging.getLogger("webui.api")
 PREFIX = "/sdapi/v1"
@@ -117,10 +118,11 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
                 manager.update_settings(**overridden, **({"sd_vae": request.vae} if request.vae else {}))
             if request.model:
                 manager.select(request.model)
-        images = [b64_png(image, text) for image, text in zip(processed.images, processed.infotexts)] \
+        fmt = processed.format
+        images = [b64_image(image, text, fmt) for image, text in zip(processed.images, processed.infotexts)] \
             if body.send_images else []
         if img2img and body.include_init_images and body.send_images:
-            images += [b64_png(init)] + ([b64_png(mask)] if mask is not None else [])
+            images += [b64_image(init)] + ([b64_image(mask)] if mask is not None else [])
         return {"images": images, "parameters": echo(body, keep_images=not img2img or body.include_init_images),
                 "info": info_json(processed, request, started)}
 
@@ -144,7 +146,7 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
             from PIL import Image
 
             rgb = ((task.preview.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            preview_cache.update(key=key, png=b64_png(Image.fromarray(rgb)))
+            preview_cache.update(key=key, png=b64_image(Image.fromarray(rgb)))
         return preview_cache["png"]
 
     @router.get(f"{PREFIX}/progress")
@@ -320,7 +322,8 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
             if image.format == "PNG":
                 image.load()  # text chunks after the pixels are read with them (size checked first)
             items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))}
-        text = items.pop("parameters", None)
+            items.pop("parameters", None)
+            text = infotext_of(image)  # a JPEG's or WebP's EXIF UserComment too
         if text is None:
             return {"info": "", "items": items, "parameters": {}}
         return {"info": str(text), "items": items, "parameters": infotext_fields(str(text))}

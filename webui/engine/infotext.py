@@ -169,6 +169,20 @@ def _readers(cls) -> dict:
     return readers
 
 
+def field_values(pairs, cls: type[GenerationParams] = GenerationParams) -> dict:
+    """{field: value} for the (infotext key, text) pairs that read into valid typed fields (A1111's "Override
+    settings" chips, e.g. ("Clip skip", "2")); the others are left out."""
+    readers, out = _readers(cls), {}
+    for key, text in pairs:
+        try:
+            changes = readers[key](text) if key in readers else None
+        except (ValueError, AttributeError, KeyError):
+            changes = None
+        if changes and not any(value_error(cls, name, value) for name, value in changes.items()):
+            out.update(changes)
+    return out
+
+
 def parse_infotext(text: str, cls: type[GenerationParams] = GenerationParams) -> GenerationParams:
     """A1111's reader; never raises: unreadable text becomes the prompt, unreadable fields go to extra.
     `cls`: GenerationParams or a subclass whose extra declared fields are read too."""
@@ -238,17 +252,17 @@ PNG_INFO_MAX_PIXELS = 4096 * 4096  # the img2img init limit: PNG Info reads what
 
 
 def read_png_infotext(path) -> str | None:
-    """The PNG's `parameters` text chunk (tEXt or iTXt), or None when it has none.
+    """The picture's infotext: a PNG's `parameters` text chunk (tEXt or iTXt), a JPEG's or WebP's EXIF
+    UserComment (imaging/metadata.py); None when it has none.
 
-    Chunks after the pixel data are only reachable by decoding the pixels, so that is refused (InvalidImage)
+    PNG chunks after the pixel data are only reachable by decoding the pixels, so that is refused (InvalidImage)
     for a picture over PNG_INFO_MAX_PIXELS, from its header: a small file can declare a huge image."""
     from PIL import Image
 
+    from .imaging.metadata import infotext_of
     from .imaging.open import check_pixels
 
     with Image.open(path) as im:
-        text = im.info.get("parameters")
-        if text is None and im.format == "PNG":
+        if im.format == "PNG" and "parameters" not in im.info:
             check_pixels(im.width, im.height, PNG_INFO_MAX_PIXELS, "PNG Info image")  # before `im.text` decodes
-            text = im.text.get("parameters")  # chunks after IDAT are only read on load
-    return None if text is None else str(text)
+        return infotext_of(im)

@@ -88,6 +88,7 @@ class Processed:
     extra_networks: list = field(default_factory=list)  # <lora:…> and other tags found in the prompts
     warnings: list[str] = field(default_factory=list)  # for the user: e.g. LoRA keys that matched nothing
     task_id: str | None = None  # its id in the job queue
+    format: str = "png"  # the file format its pictures are saved and sent in (samples_format)
 
 
 def default_device() -> torch.device:
@@ -457,7 +458,8 @@ class PipelineManager:
             processed.params.append(item.params)
             processed.infotexts.append(text)
             if outdir is not None:
-                path = images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text)
+                path = images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text,
+                                         fmt=processed.format)
                 processed.paths.append(path)
                 if on_saved is not None:
                     on_saved(path)
@@ -468,7 +470,7 @@ class PipelineManager:
             # the whole job reads this snapshot; Apply meanwhile reaches the next job, and this job's overrides
             # reach no other job
             settings = dataclasses.replace(self.settings_snapshot(), **overrides)
-            processed.task_id = task.id
+            processed.task_id, processed.format = task.id, settings.samples_format
             model = self.ensure_model(params.model)
             self._apply_vae(model, params.vae or settings.sd_vae)
             self._apply_attention(model, settings)

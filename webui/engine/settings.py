@@ -56,8 +56,9 @@ class Settings:
     queue_limit: int = param(64, label="Maximum number of jobs in the queue", noun="queue limit", minimum=1,
                              maximum=10000)
     live_previews_enable: bool = param(True, label="Show live previews of the created image")
-    # the format of saved and API-returned pictures; PNG is the one written so far (with its `parameters` chunk)
-    samples_format: str = param("png", label="File format for images", noun="image format", choices=("png",))
+    # saved and API-returned pictures: PNG with its `parameters` chunk, JPEG / WebP with EXIF UserComment
+    samples_format: str = param("png", label="File format for images", noun="image format",
+                                choices=("png", "jpg", "webp"))
 
     def validate(self) -> Settings:
         from .fields import validate

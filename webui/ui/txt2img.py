@@ -9,6 +9,7 @@ import gradio as gr
 from ..engine import samplers
 from ..engine.jobs import hires
 from ..engine.manager import PipelineManager
+from ..engine.infotext import field_values, format_infotext, infotext_fields, parse_infotext
 from ..engine.params import GenerationParams
 from . import lora_browser
 from .common import follow_native_size, label_of, seed_controls, size_sliders, slider_for, user_errors_as_gradio
@@ -37,8 +38,10 @@ def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -
         _output_panel(ui)
     _wire_events(ui, manager, outdir, checkpoint)
     follow_native_size(manager, checkpoint, ui.width, ui.height)
+    paste = Paste(ui, manager, checkpoint)
+    ui.paste_button.click(paste.from_prompt, inputs=ui.prompt, outputs=paste.outputs, api_name="paste_prompt")
     return {"path": ui.selected_path, "infotext": ui.selected_info, "img2img": ui.send_img2img,
-            "inpaint": ui.send_inpaint}
+            "inpaint": ui.send_inpaint, "paste": paste}
 
 
 def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
@@ -52,7 +55,11 @@ def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
             lora_browser.build(manager, ui.prompt)
         with gr.Column(scale=1, min_width=160):
             ui.generate = gr.Button("Generate", variant="primary")
-            ui.interrupt = gr.Button("Interrupt")
+            with gr.Row():
+                ui.interrupt = gr.Button("Interrupt")
+                ui.skip = gr.Button("Skip")
+            # A1111's ↙: the prompt box holds a pasted infotext → every field it names
+            ui.paste_button = gr.Button("↙", min_width=40, elem_id="txt2img_paste")
 
 
 def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
@@ -71,6 +78,9 @@ def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
         ui.cfg_scale = slider_for("cfg_scale", minimum=1)  # A1111's slider starts at 1; the API accepts 0
         ui.seeds = seed_controls(ui.last)
         _hires_panel(ui)
+        # A1111's "Override settings": fields a pasted infotext sets that have no control on this tab
+        ui.overrides = gr.Dropdown([], value=[], multiselect=True, label="Override settings", visible=False,
+                                   allow_custom_value=True)
         with gr.Accordion("Textual inversion", open=False):
             ui.embeddings = gr.Markdown(embeddings_markdown(manager))
             ui.refresh_embeddings = gr.Button("Refresh embeddings")
@@ -120,6 +130,57 @@ def hires_fields(enable_hr=False, hr_upscaler=None, hr_steps=0, denoise=None, hr
                 hr_prompt=hr_prompt or "", hr_negative_prompt=hr_negative_prompt or "")
 
 
+# infotext keys of request fields with no control on the tab: pasted, they become "Override settings" chips
+OVERRIDE_KEYS = ("Clip skip", "ENSD", "RNG", "Emphasis", "Eta", "Eta DDIM", "Sigma churn", "Sigma tmin",
+                 "Sigma tmax", "Sigma noise", "Schedule min sigma", "Schedule max sigma", "Schedule rho", "VAE")
+
+
+def override_chips(p: GenerationParams) -> list[str]:
+    """The "Key: value" chips of a parsed infotext's override fields, as its infotext writes them."""
+    return [f"{k}: {v}" for k, v in infotext_fields(format_infotext(p)).items() if k in OVERRIDE_KEYS]
+
+
+def override_fields(chips) -> dict:
+    pairs = [chip.split(": ", 1) for chip in chips or [] if ": " in chip]
+    return field_values([(k.strip(), v.strip()) for k, v in pairs])
+
+
+class Paste:
+    """An infotext → every txt2img field it names (PNG Info's "Send to txt2img" and the ↙ button): the prompts,
+    sampler, schedule, steps, size, CFG, seeds, hires fix, the checkpoint when it is here, and the rest as
+    override chips. Unknown keys are left alone (PNG Info shows them)."""
+
+    def __init__(self, ui: SimpleNamespace, manager: PipelineManager, checkpoint: gr.Dropdown):
+        self.ui, self.manager = ui, manager
+        self.outputs = [checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width, ui.height,
+                        ui.cfg_scale, ui.seeds.seed, ui.seeds.subseed, ui.seeds.subseed_strength, ui.seeds.resize_w,
+                        ui.seeds.resize_h, *ui.hires_inputs, ui.overrides]
+
+    def _checkpoint(self, p: GenerationParams):
+        for info in self.manager.list_checkpoints():
+            sha = self.manager.hashes.cached(info.path)
+            if (p.model_hash and sha and sha.startswith(p.model_hash)) or p.model in (info.model_name, info.name):
+                return info.name
+        return gr.update()  # not here: the current checkpoint stays
+
+    def values(self, text: str) -> list:
+        p = parse_infotext(text or "")
+        chips = override_chips(p)
+        hr_sampler = p.hr_sampler_name or USE_SAME
+        return [self._checkpoint(p), p.prompt, p.negative_prompt, p.sampler_name, p.scheduler, p.steps, p.width,
+                p.height, p.cfg_scale, p.seed, p.subseed, p.subseed_strength, p.seed_resize_from_w,
+                p.seed_resize_from_h, p.enable_hr, p.hr_upscaler or hires.DEFAULT_UPSCALER, p.hr_second_pass_steps,
+                hires.DEFAULT_DENOISE if p.denoising_strength is None else p.denoising_strength, p.hr_scale,
+                p.hr_resize_x, p.hr_resize_y, hr_sampler, p.hr_scheduler or "Automatic", p.hr_prompt,
+                p.hr_negative_prompt, gr.update(choices=chips, value=chips, visible=bool(chips))]
+
+    def from_prompt(self, text: str):
+        """↙: only when the prompt box holds a parameters line; otherwise nothing changes."""
+        if not text or "Steps:" not in text:
+            return [gr.update()] * len(self.outputs)
+        return self.values(text)
+
+
 def _output_panel(ui: SimpleNamespace) -> None:
     """The gallery, "Send to" buttons, generation info and the selected result."""
     with gr.Column():
@@ -140,7 +201,7 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path):
                 batch_size, cfg_scale, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0,
                 seed_resize_from_h=0, enable_hr=False, hr_upscaler=None, hr_steps=0, hr_denoise=None, hr_scale=2.0,
                 hr_resize_x=0, hr_resize_y=0, hr_sampler=USE_SAME, hr_scheduler="Automatic", hr_prompt="",
-                hr_negative_prompt="", progress=gr.Progress()):
+                hr_negative_prompt="", overrides=None, progress=gr.Progress()):
         request = GenerationParams(
             prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
             steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
@@ -148,7 +209,7 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path):
             subseed_strength=float(subseed_strength), seed_resize_from_w=int(seed_resize_from_w),
             seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None, **hires_fields(
                 enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_resize_x, hr_resize_y, hr_sampler,
-                hr_scheduler, hr_prompt, hr_negative_prompt))
+                hr_scheduler, hr_prompt, hr_negative_prompt), **override_fields(overrides))
         processed = manager.txt2img(
             request, outdir, on_progress=lambda done, total: progress((done, total), desc="Sampling"))
         texts = processed.infotexts
@@ -186,9 +247,10 @@ def _wire_events(ui: SimpleNamespace, manager: PipelineManager, outdir: Path, ch
     ui.generate.click(_txt2img_handler(manager, outdir),
                       inputs=[checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width,
                               ui.height, ui.n_iter, ui.batch_size, ui.cfg_scale, ui.seeds.seed, *ui.seeds.inputs,
-                              *ui.hires_inputs],
+                              *ui.hires_inputs, ui.overrides],
                       outputs=[ui.gallery, ui.info, ui.last], api_name="txt2img").then(
         lambda state: (state["paths"][0], state["infotexts"][0]) if state.get("paths") else ("", ""),
         inputs=ui.last, outputs=[ui.selected_path, ui.selected_info], api_name=False)
     ui.interrupt.click(manager.interrupt, api_name="interrupt", queue=False)
+    ui.skip.click(manager.skip, api_name="skip", queue=False)
     ui.gallery.select(show_info, inputs=ui.last, outputs=[ui.info, ui.selected_path, ui.selected_info])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import io
 import os
 import re
 import tempfile
@@ -10,7 +9,8 @@ import threading
 from pathlib import Path
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
+
+from . import metadata
 
 _counter_lock = threading.Lock()
 _leading_number = re.compile(r"^(\d+)")
@@ -56,39 +56,27 @@ def next_counter(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def _png_info(infotext: str) -> PngInfo:
-    meta = PngInfo()
-    meta.add_text("parameters", infotext)
-    return meta
-
-
-def png_bytes(image: Image.Image, infotext: str | None) -> bytes:
-    """The picture as a PNG file's bytes, with the `parameters` text chunk when there is an infotext (the API's
-    images, which clients save as they are)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=_png_info(infotext) if infotext else None)
-    return buffer.getvalue()
-
-
-def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today: datetime.date | None = None
-               ) -> Path:
-    """Write outdir/YYYY-MM-DD/NNNNN-SEED.png with a `parameters` text chunk and return its path.
+def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today: datetime.date | None = None,
+               fmt: str = "png") -> Path:
+    """Write outdir/YYYY-MM-DD/NNNNN-SEED.png (or .jpg, .webp: the `samples_format` setting) with its infotext
+    (metadata.py: PNG's `parameters` chunk, else EXIF UserComment) and return its path.
 
     Written to a temp file first and linked into place, so a reader never sees half a PNG and an existing
     file is never overwritten (a taken number moves on to the next)."""
     folder = Path(outdir) / (today or datetime.date.today()).isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    meta = _png_info(infotext)
+    data = metadata.encode(image, infotext, fmt)  # before a temp file exists: an unknown format leaves nothing
+    suffix = "jpg" if fmt.lower() == "jpeg" else fmt.lower()
     fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder)
     try:
         # mkstemp makes 0600 files; outputs get what an ordinary new file gets (0644 under the usual umask)
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=meta)
+            f.write(data)
         with _counter_lock:
             counter = next_counter(folder)
             while True:
-                target = folder / f"{counter:05d}-{seed}.png"
+                target = folder / f"{counter:05d}-{seed}.{suffix}"
                 try:
                     os.link(tmp, target)
                     return target
