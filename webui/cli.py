@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-COMMANDS = ("txt2img", "img2img", "make-tiny-model")
+COMMANDS = ("txt2img", "img2img", "extras", "make-tiny-model")
 
 
 def _add_common(p: argparse.ArgumentParser):
@@ -47,7 +47,8 @@ def _add_common(p: argparse.ArgumentParser):
 
 def launch_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="webui", description="Gouache web UI. Subcommands: txt2img, img2img, make-tiny-model (see `webui CMD --help`).")
+        prog="webui", description="Gouache web UI. Subcommands: txt2img, img2img, extras, make-tiny-model (see "
+                                   "`webui CMD --help`).")
     _add_common(p)
     p.add_argument("--port", type=int, default=None, help="port (default 7860; 7861 with --nowebui, as A1111)")
     p.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 instead of 127.0.0.1")
@@ -228,6 +229,51 @@ def _check_scaled_size(scale: float, size: tuple[int, int], scaled: tuple[int, i
                         f"width and height must be between {SIZE_MIN} and {SIZE_MAX}")
 
 
+def run_extras(argv: list[str]) -> int:
+    """A1111's Extras tab headless: upscale pictures, keeping their infotext; prints each saved path."""
+    from .engine.imaging import upscalers
+    from .engine.jobs.extras import SCALE_BY, SCALE_TO, ExtrasParams
+
+    p = argparse.ArgumentParser(prog="webui extras", description=run_extras.__doc__)
+    p.add_argument("images", nargs="+", type=Path, help="pictures to upscale")
+    p.add_argument("--data-dir", type=Path, default=Path("."))
+    p.add_argument("--outdir", type=Path, default=None, help="outputs root (default: DATA_DIR/outputs)")
+    p.add_argument("--upscaler-1", default="Lanczos", help=f"one of {', '.join(upscalers.names())}")
+    p.add_argument("--scale", type=float, default=None, help="scale by this factor (default 2)")
+    p.add_argument("--width", type=int, default=None, help="scale to this width (with --height)")
+    p.add_argument("--height", type=int, default=None, help="scale to this height (with --width)")
+    p.add_argument("--no-crop", action="store_true", help="with --width/--height: keep the whole upscaled picture")
+    p.add_argument("--upscaler-2", default=upscalers.NONE)
+    p.add_argument("--upscaler-2-visibility", type=float, default=0.0)
+    args = p.parse_args(argv)
+    from .engine.errors import UserError
+    from .engine.infotext import infotext_of_image
+    from .engine.imaging.open import open_limited
+    from .engine.jobs.extras import EXTRAS_MAX_SIDE
+    from .engine.manager import PipelineManager
+
+    if (args.width is None) != (args.height is None):
+        raise UserError("--width and --height go together")
+    if args.width is not None and args.scale is not None:
+        raise UserError("give --scale or --width/--height, not both")
+    params = ExtrasParams(resize_mode=SCALE_TO if args.width else SCALE_BY,
+                          upscaling_resize=2.0 if args.scale is None else args.scale,
+                          upscaling_resize_w=args.width or 512, upscaling_resize_h=args.height or 512,
+                          upscaling_crop=not args.no_crop, upscaler_1=args.upscaler_1, upscaler_2=args.upscaler_2,
+                          extras_upscaler_2_visibility=args.upscaler_2_visibility).validate()
+    sources = []
+    for path in args.images:
+        with open_limited(path, EXTRAS_MAX_SIDE * EXTRAS_MAX_SIDE, f"Picture {path}") as image:
+            image.load()
+            sources.append((image.copy(), infotext_of_image(image)))
+    outdir = args.outdir or args.data_dir / "outputs"
+    manager = PipelineManager(args.data_dir / "models" / "Stable-diffusion", args.data_dir,
+                              settings_path=args.data_dir / "config.json", device="cpu")
+    for path in manager.extras(sources, params, outdir).paths:
+        _print_path(path)
+    return 0
+
+
 def run_make_tiny_model(argv: list[str]) -> int:
     from .engine.models.families import all_families
 
@@ -293,8 +339,8 @@ def _command_first(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = _command_first(sys.argv[1:] if argv is None else list(argv))
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    runner = {"txt2img": run_txt2img, "img2img": run_img2img, "make-tiny-model": run_make_tiny_model,
-              None: run_ui}[command]
+    runner = {"txt2img": run_txt2img, "img2img": run_img2img, "extras": run_extras,
+              "make-tiny-model": run_make_tiny_model, None: run_ui}[command]
     try:
         return runner(argv[1:] if command else argv)
     except KeyboardInterrupt:

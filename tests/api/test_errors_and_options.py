@@ -46,7 +46,7 @@ def post(api, path, body, status):
     ("img2img", {**GOOD, "init_images": ["data:image/png;base64,AAAA"]}, 400, "InvalidImage",
      "Cannot read the init image"),
     ("png-info", {"image": ""}, 400, "InvalidImage", "PNG Info image is empty"),
-    ("extra-single-image", {"image": ""}, 501, "NotAvailable", "Extras (upscaling) is not available"),
+    ("interrogate", {"image": ""}, 501, "NotAvailable", "interrogate (CLIP / DeepBooru captions) is not"),
 ])
 def test_mistakes_get_a1111_error_bodies_and_the_server_lives_on(api, path, body, status, error, detail):
     data = post(api, path, body, status)

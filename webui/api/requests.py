@@ -50,6 +50,13 @@ _IMG2IMG = {
 }
 
 
+def _body_field(d) -> tuple:
+    annotation = d.kind | None  # None = the declared default, as A1111's lenient models
+    if d.kind is bool:  # A1111 sends inpainting_mask_invert as 0/1
+        annotation = bool | int | None
+    return annotation, Field(d.api_default, description=d.spec.help or d.spec.label)
+
+
 def _api_fields(img2img: bool) -> dict:
     out = {}
     for d in declared(GenerationParams):
@@ -57,11 +64,23 @@ def _api_fields(img2img: bool) -> dict:
         if not d.spec.on_api or (group == IMG2IMG_GROUP and not img2img and d.name not in HIRES_ALSO) or \
                 (group == HIRES_GROUP and img2img):
             continue
-        annotation = d.kind | None  # None = the declared default, as A1111's lenient models
-        if d.kind is bool:  # A1111 sends inpainting_mask_invert as 0/1
-            annotation = bool | int | None
-        out[d.spec.api or d.name] = (annotation, Field(d.api_default, description=d.spec.help or d.spec.label))
+        out[d.spec.api or d.name] = _body_field(d)
     return out
+
+
+def body_model(cls, name: str, **more) -> type[BaseModel]:
+    """A request body of every declared field of `cls` under its API name, plus `more` (create_model fields)."""
+    return create_model(name, __base__=_Body, **{d.spec.api or d.name: _body_field(d) for d in declared(cls)},
+                        **more)
+
+
+def fields_of(body: BaseModel, cls):
+    """The typed `cls` from a body made by body_model: null or absent fields take their declared defaults."""
+    values = {}
+    for d in declared(cls):
+        value = getattr(body, d.spec.api or d.name)
+        values[d.name] = d.default if value is None else (bool(value) if d.kind is bool else value)
+    return cls(**values)
 
 
 Txt2ImgRequest = create_model("StableDiffusionTxt2ImgProcessingAPI", __base__=_Body,

@@ -12,9 +12,9 @@ from ..engine.manager import Processed
 from ..engine.params import GenerationParams
 
 
-def b64_image(image, infotext: str | None = None, fmt: str = "png") -> str:
+def b64_image(image, infotext: str | None = None, fmt: str = "png", texts: dict | None = None) -> str:
     """A picture as base64 of its file in `fmt` (the samples_format setting), carrying its infotext."""
-    return base64.b64encode(metadata.encode(image, infotext, fmt)).decode("ascii")
+    return base64.b64encode(metadata.encode(image, infotext, fmt, texts)).decode("ascii")
 
 
 def info_json(processed: Processed, request: GenerationParams, started: datetime.datetime) -> str:

@@ -18,7 +18,9 @@ import torch
 from fastapi import APIRouter, Body, Depends
 
 from ..engine import samplers
+from ..engine.imaging import upscalers
 from ..engine.imaging.metadata import infotext_of
+from ..engine.jobs.hires import LATENT_MODES
 from ..engine.imaging.open import open_base64
 from ..engine.infotext import PNG_INFO_MAX_PIXELS, infotext_fields
 from ..engine.jobs.img2img import MAX_INIT_PIXELS
@@ -27,6 +29,7 @@ from ..engine.samplers.schedules import SCHEDULES
 from ..engine.settings import Settings
 from ..engine.settings_file import coerce_settings
 from ..engine.fields import InvalidParams
+from . import extras
 from . import options as options_api
 from .auth import basic_auth_dependency
 from .errors import make_route_class
@@ -35,10 +38,7 @@ from .responses import b64_image, info_json
 
 log = logging.getLogger("webui.api")
 PREFIX = "/sdapi/v1"
-# A1111's always-present upscalers (modules/upscaler.py) and latent modes (shared.latent_upscale_modes)
-BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
-LATENT_UPSCALE_MODES = ("Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
-                        "Latent (nearest)", "Latent (nearest-exact)")
+
 JOB_THREADS = 1024  # threads that may wait in the queue at once; the queue's own limit refuses sooner
 
 
@@ -228,11 +228,11 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
     @router.get(f"{PREFIX}/upscalers")
     async def list_upscalers():
         return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-                for name in BUILTIN_UPSCALERS]
+                for name in upscalers.names()]
 
     @router.get(f"{PREFIX}/latent-upscale-modes")
     async def latent_upscale_modes():
-        return [{"name": name} for name in LATENT_UPSCALE_MODES]
+        return [{"name": name} for name in LATENT_MODES]
 
     @router.get(f"{PREFIX}/sd-models")
     def sd_models():
@@ -328,11 +328,12 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
             return {"info": "", "items": items, "parameters": {}}
         return {"info": str(text), "items": items, "parameters": infotext_fields(str(text))}
 
-    def extras_not_available():
-        raise NotAvailable("Extras (upscaling) is not available in this version yet")
+    extras.add_routes(router, PREFIX, manager, run_job)
 
-    for name in ("extra-single-image", "extra-batch-images", "interrogate"):
-        router.add_api_route(f"{PREFIX}/{name}", extras_not_available, methods=["POST"], name=name)
+    def interrogate_not_available():
+        raise NotAvailable("interrogate (CLIP / DeepBooru captions) is not available in this version")
+
+    router.add_api_route(f"{PREFIX}/interrogate", interrogate_not_available, methods=["POST"], name="interrogate")
     return router
 
 

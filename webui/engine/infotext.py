@@ -251,6 +251,17 @@ def infotext_fields(text: str) -> dict:
 PNG_INFO_MAX_PIXELS = 4096 * 4096  # the img2img init limit: PNG Info reads what img2img would accept
 
 
+def infotext_of_image(image) -> str | None:
+    """An opened picture's infotext (imaging/metadata.py), its PNG chunks after the pixels included: the size is
+    checked first, as read_png_infotext does."""
+    from .imaging.metadata import infotext_of
+    from .imaging.open import check_pixels
+
+    if image.format == "PNG" and "parameters" not in image.info:
+        check_pixels(image.width, image.height, PNG_INFO_MAX_PIXELS, "PNG Info image")
+    return infotext_of(image)
+
+
 def read_png_infotext(path) -> str | None:
     """The picture's infotext: a PNG's `parameters` text chunk (tEXt or iTXt), a JPEG's or WebP's EXIF
     UserComment (imaging/metadata.py); None when it has none.
@@ -259,10 +270,5 @@ def read_png_infotext(path) -> str | None:
     for a picture over PNG_INFO_MAX_PIXELS, from its header: a small file can declare a huge image."""
     from PIL import Image
 
-    from .imaging.metadata import infotext_of
-    from .imaging.open import check_pixels
-
     with Image.open(path) as im:
-        if im.format == "PNG" and "parameters" not in im.info:
-            check_pixels(im.width, im.height, PNG_INFO_MAX_PIXELS, "PNG Info image")  # before `im.text` decodes
-        return infotext_of(im)
+        return infotext_of_image(im)

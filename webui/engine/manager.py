@@ -444,6 +444,33 @@ class PipelineManager:
             return img2img.prepare(model.components, request, settings, init_image, mask)
         return self._generate(params, outdir, "img2img-images", on_progress, prepare, on_saved, task)
 
+    def extras(self, sources: list, params, outdir: Path | None, task_id: str | None = None) -> Processed:
+        """Extras (jobs/extras.py) for each (picture, its infotext or None) in `sources`, in the job queue like
+        every job; saved under outdir/extras-images/DATE/ with the source's infotext and A1111's
+        `postprocessing` text. Processed.infotexts holds the postprocessing texts."""
+        from .infotext import parse_infotext
+        from .jobs import extras
+
+        params.validate()  # before queueing: a mistake costs no wait
+        processed = Processed([], [], [], [])
+        with self.queue.task(task_id, "extras") as task:
+            processed.task_id, processed.format = task.id, self.settings.samples_format
+            task.job_count = len(sources)
+            for index, (image, infotext) in enumerate(sources):
+                if task.interrupted:
+                    processed.interrupted = True
+                    break
+                task.job_no = index
+                result, text = extras.run(image, params)
+                processed.images.append(result)
+                processed.infotexts.append(text)
+                if outdir is not None:
+                    seed = parse_infotext(infotext).seed if infotext else None
+                    path = images.save_image(result, Path(outdir) / "extras-images", seed if seed != -1 else None,
+                                             infotext, fmt=processed.format, texts={"postprocessing": text})
+                    processed.paths.append(path)
+        return processed
+
     def _generate(self, params: GenerationParams, outdir: Path | None, subdir: str, on_progress,
                   prepare_init=None, on_saved=None, options: JobOptions | None = None) -> Processed:
         params.validate()

@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..engine.errors import UserError
 from ..engine.manager import PipelineManager
-from . import img2img, lora_browser, png_info, send_to, settings, txt2img
+from . import extras, img2img, lora_browser, png_info, send_to, settings, txt2img
 from .common import user_errors_as_gradio
 from .serving import MB, launch_options
 
@@ -88,6 +88,8 @@ def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = N
                 results = txt2img.build_tab(manager, Path(outdir), ckpt)
             with gr.Tab("img2img", id="img2img"):
                 img2img_tab = img2img.build(manager, Path(outdir), ckpt)
+            with gr.Tab("Extras", id="extras"):
+                extras.build(manager, Path(outdir))
             with gr.Tab("PNG Info", id="pnginfo"):
                 png_info.build(tabs, results["paste"], img2img_tab)
             with gr.Tab("Settings", id="settings"):

@@ -36,17 +36,22 @@ def exif_with_comment(text: str) -> bytes:
     return exif.tobytes()
 
 
-def encode(image: Image.Image, infotext: str | None, fmt: str = "png") -> bytes:
-    """The picture as a file of `fmt` (png, jpg, webp) carrying its infotext where A1111 puts it."""
+def encode(image: Image.Image, infotext: str | None, fmt: str = "png", texts: dict[str, str] | None = None
+           ) -> bytes:
+    """The picture as a file of `fmt` (png, jpg, webp) carrying its infotext where A1111 puts it. `texts`: more
+    PNG text chunks (Extras' "postprocessing"); JPEG and WebP carry only the infotext, as A1111's do."""
     from PIL.PngImagePlugin import PngInfo
 
     kind = FORMATS[fmt.lower()]
     buffer = io.BytesIO()
     if kind == "PNG":
         meta = None
-        if infotext:
+        chunks = {"parameters": infotext, **(texts or {})}
+        if any(chunks.values()):
             meta = PngInfo()
-            meta.add_text("parameters", infotext)
+            for key, value in chunks.items():
+                if value:
+                    meta.add_text(key, value)
         image.save(buffer, format="PNG", pnginfo=meta)
     else:
         extra = {"exif": exif_with_comment(infotext)} if infotext else {}

@@ -56,16 +56,17 @@ def next_counter(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today: datetime.date | None = None,
-               fmt: str = "png") -> Path:
-    """Write outdir/YYYY-MM-DD/NNNNN-SEED.png (or .jpg, .webp: the `samples_format` setting) with its infotext
-    (metadata.py: PNG's `parameters` chunk, else EXIF UserComment) and return its path.
+def save_image(image: Image.Image, outdir: Path, seed: int | None, infotext: str | None,
+               today: datetime.date | None = None, fmt: str = "png", texts: dict[str, str] | None = None) -> Path:
+    """Write outdir/YYYY-MM-DD/NNNNN-SEED.png (NNNNN.png without a seed; .jpg, .webp: the `samples_format`
+    setting) with its infotext (metadata.py: PNG's `parameters` chunk, else EXIF UserComment; `texts`: more PNG
+    chunks) and return its path.
 
     Written to a temp file first and linked into place, so a reader never sees half a PNG and an existing
     file is never overwritten (a taken number moves on to the next)."""
     folder = Path(outdir) / (today or datetime.date.today()).isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    data = metadata.encode(image, infotext, fmt)  # before a temp file exists: an unknown format leaves nothing
+    data = metadata.encode(image, infotext, fmt, texts)  # before a temp file exists: a bad format leaves nothing
     suffix = "jpg" if fmt.lower() == "jpeg" else fmt.lower()
     fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder)
     try:
@@ -76,7 +77,8 @@ def save_image(image: Image.Image, outdir: Path, seed: int, infotext: str, today
         with _counter_lock:
             counter = next_counter(folder)
             while True:
-                target = folder / f"{counter:05d}-{seed}.{suffix}"
+                target = folder / (f"{counter:05d}-{seed}.{suffix}" if seed is not None else
+                                   f"{counter:05d}.{suffix}")
                 try:
                     os.link(tmp, target)
                     return target

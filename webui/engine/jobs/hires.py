@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 
 from ..errors import UserError
+from ..imaging import upscalers
+from ..imaging.upscalers import UnknownUpscaler
 from ..params import SIZE_MAX, SIZE_MIN, GenerationParams
 from ..samplers import sampling
 from ..samplers.sampling import img2img_steps
@@ -25,24 +26,17 @@ LATENT_MODES = {
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
 DEFAULT_UPSCALER = "Latent"  # A1111's latent_upscale_default_mode, used when hr_upscaler is not given
-# pixel upscalers every install has (modules/upscaler.py): "None" and "Lanczos" resize with LANCZOS
-PIXEL_UPSCALERS = {"None": Image.Resampling.LANCZOS, "Lanczos": Image.Resampling.LANCZOS,
-                   "Nearest": Image.Resampling.NEAREST}
 DEFAULT_DENOISE = 0.7  # A1111's hires slider default (params.py declares denoising_strength's img2img default)
 HIRES_SIZE_MAX = 2 * SIZE_MAX  # the second pass may go past the first pass's bound (2048 → 4096)
 
 
-class UnknownUpscaler(UserError, ValueError):
-    pass
-
-
 def upscaler_names() -> list[str]:
-    return [*LATENT_MODES, *PIXEL_UPSCALERS]
+    return [*LATENT_MODES, *upscalers.names()]
 
 
 def check_upscaler(name: str | None) -> str:
     name = name or DEFAULT_UPSCALER
-    if name not in LATENT_MODES and name not in PIXEL_UPSCALERS:
+    if name not in LATENT_MODES and name not in upscalers.names():
         raise UnknownUpscaler(f"could not find upscaler named {name!r}; choose one of: {', '.join(upscaler_names())}")
     return name
 
@@ -86,8 +80,7 @@ def upscale_latents(latents: torch.Tensor, upscaler: str, to: Target, encode, de
         mode, antialias = LATENT_MODES[upscaler]
         out = torch.nn.functional.interpolate(latents.float(), size=(h, w), mode=mode, antialias=antialias)
     else:
-        resample = PIXEL_UPSCALERS[upscaler]
-        pictures = [image.resize((to.width, to.height), resample=resample) for image in decode(latents)]
+        pictures = [upscalers.resize_to(image, upscaler, to.width, to.height) for image in decode(latents)]
         out = torch.cat([encode(picture) for picture in pictures]).to(latents.device)
         if out.shape[-2:] != (h, w):
             out = out[..., :h, :w]
