@@ -411,9 +411,12 @@ class PipelineManager:
         def on_batch(index, batches):
             task.job_no, task.job_count, task.sampling_step, task.skipped = index, batches, 0, False
 
+        every = settings.show_progress_every_n_steps
+
         def on_step(step, steps, latents):
             task.sampling_step, task.sampling_steps = step, steps
-            if settings.live_previews_enable and latents.shape[1] == latent_format.channels:
+            wanted = settings.live_previews_enable and every > 0 and (step % every == 0 or step == steps)
+            if wanted and latents.shape[1] == latent_format.channels:
                 task.set_preview(latent_format.preview(latents[0].float()))
 
         return jobs.JobControl(on_progress, lambda: task.interrupted, on_image=keep_image, nan_check=self.nan_check,

@@ -56,6 +56,9 @@ class Settings:
     queue_limit: int = param(64, label="Maximum number of jobs in the queue", noun="queue limit", minimum=1,
                              maximum=10000)
     live_previews_enable: bool = param(True, label="Show live previews of the created image")
+    # A1111's default; 0 or less: no preview while sampling. "Approx cheap" (the family's latent → RGB factors).
+    show_progress_every_n_steps: int = param(10, label="Live preview display period (sampling steps)",
+                                             noun="live preview period", minimum=-1, maximum=100)
     # saved and API-returned pictures: PNG with its `parameters` chunk, JPEG / WebP with EXIF UserComment
     samples_format: str = param("png", label="File format for images", noun="image format",
                                 choices=("png", "jpg", "webp"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 
 import gradio as gr
@@ -14,6 +15,15 @@ from ..engine.params import GenerationParams
 def user_errors_as_gradio(fn):
     """Show a UserError as gradio's error message instead of a generic 'Error'. functools.wraps keeps the
     signature visible, which gradio needs to find the inputs and the gr.Progress argument."""
+    if inspect.isgeneratorfunction(fn):  # a handler that yields (live previews): its errors come while iterating
+        @functools.wraps(fn)
+        def wrapped_generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UserError as e:
+                raise gr.Error(str(e)) from e
+        return wrapped_generator
+
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:

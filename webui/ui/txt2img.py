@@ -11,7 +11,7 @@ from ..engine.jobs import hires
 from ..engine.manager import PipelineManager
 from ..engine.infotext import field_values, format_infotext, infotext_fields, parse_infotext
 from ..engine.params import GenerationParams
-from . import lora_browser
+from . import live, lora_browser
 from .common import follow_native_size, label_of, seed_controls, size_sliders, slider_for, user_errors_as_gradio
 
 
@@ -210,14 +210,16 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path):
             seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None, **hires_fields(
                 enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_resize_x, hr_resize_y, hr_sampler,
                 hr_scheduler, hr_prompt, hr_negative_prompt), **override_fields(overrides))
-        processed = manager.txt2img(
-            request, outdir, on_progress=lambda done, total: progress((done, total), desc="Sampling"))
+        processed = yield from live.run_with_previews(
+            lambda task: manager.txt2img(request, outdir, task=task,
+                                         on_progress=lambda done, total: progress((done, total), desc="Sampling")),
+            manager, (request.width, request.height), lambda preview: ([preview], gr.update(), gr.update()))
         texts = processed.infotexts
         note = "\n\nInterrupted." if processed.interrupted else ""
         note += "".join(f"\n\nWarning: {w}" for w in processed.warnings)
         paths = [str(p) for p in processed.paths]
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params], "paths": paths}
-        return paths, (texts[0] if texts else "") + note, state
+        yield paths, (texts[0] if texts else "") + note, state
 
     return txt2img
 

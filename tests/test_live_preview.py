@@ -1,0 +1,68 @@
+"""Live preview: the running task holds the family's cheap latent → RGB picture every N steps; it never changes
+the final picture; the txt2img tab shows this job's previews while it samples."""
+import threading
+import time
+
+import numpy as np
+
+from conftest import small
+
+
+def test_previews_every_n_steps_and_the_picture_is_unchanged(manager):
+    seen = []
+    original = manager._control
+
+    def spying(task, *args, **kwargs):
+        control = original(task, *args, **kwargs)
+        report = control.on_step
+
+        def on_step(step, steps, latents):
+            before = task.preview_id
+            report(step, steps, latents)
+            seen.append((step, task.preview_id != before, None if task.preview is None else tuple(task.preview.shape)))
+        control.on_step = on_step
+        return control
+    manager._control = spying
+    manager.update_settings(show_progress_every_n_steps=3)
+    with_previews = manager.txt2img(small(steps=7), None)
+    assert [(step, new) for step, new, _ in seen] == [(1, False), (2, False), (3, True), (4, False), (5, False),
+                                                      (6, True), (7, True)]
+    assert seen[-1][2] == (3, 8, 8)  # RGB at latent resolution
+    seen.clear()
+    manager.update_settings(live_previews_enable=False)
+    without = manager.txt2img(small(steps=7), None)
+    assert not any(new for _, new, _ in seen)
+    assert np.array_equal(np.asarray(with_previews.images[0]), np.asarray(without.images[0]))
+
+
+def test_the_txt2img_tab_streams_previews_of_its_own_job(served, monkeypatch, manager):
+    from gradio_client import Client
+
+    from webui.engine.manager import PipelineManager
+    from webui.ui import live
+
+    monkeypatch.setattr(live, "POLL_SECONDS", 0.05)
+    original = PipelineManager._control
+
+    def slowed(self, *args, **kwargs):
+        control = original(self, *args, **kwargs)
+        report = control.on_step
+
+        def on_step(*step_args):
+            time.sleep(0.1)
+            report(*step_args)
+        control.on_step = on_step
+        return control
+    monkeypatch.setattr(PipelineManager, "_control", slowed)
+    manager.update_settings(show_progress_every_n_steps=2)
+    client = Client(served, verbose=False)
+    job = client.submit("tiny.safetensors", "a red ball", "", "Euler", "Automatic", 12, 64, 64, 1, 1, 7, 5,
+                        api_name="/txt2img")
+    while not job.done():
+        time.sleep(0.05)
+    outputs = job.outputs()
+    previews, final = outputs[:-1], outputs[-1]
+    assert len(previews) >= 2  # pictures arrived while it sampled
+    for gallery, *_ in previews:
+        assert len(gallery) == 1
+    assert "Seed: 5" in final[1] and final[0][0]["image"].endswith(".png")
