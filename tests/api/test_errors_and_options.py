@@ -160,10 +160,10 @@ def test_an_unknown_checkpoint_option_stores_nothing(saved):
 def test_unknown_option_keys_are_ignored_with_a_warning(saved, caplog):
     manager, url, _ = saved
     with caplog.at_level(logging.WARNING, logger="webui.api"):
-        reply = requests.post(f"{url}/sdapi/v1/options", json={"forge_preset": "sd", "show_progress_every_n_steps": 5,
+        reply = requests.post(f"{url}/sdapi/v1/options", json={"forge_preset": "sd", "sd_hypernetwork": "None",
                                                                  "CLIP_stop_at_last_layers": 3}, timeout=30)
     assert reply.status_code == 200 and manager.settings.CLIP_stop_at_last_layers == 3
-    assert "forge_preset, show_progress_every_n_steps" in caplog.text
+    assert "forge_preset, sd_hypernetwork" in caplog.text
 
 
 def test_config_json_keeps_foreign_keys_and_survives_bad_values(data_dir, caplog):

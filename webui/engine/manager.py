@@ -162,8 +162,15 @@ class PipelineManager:
         return list_checkpoints(self.ckpt_dir)
 
     def load(self, query: str) -> LoadedModel:
-        """Load a checkpoint by name, title, hash or path; on any error the previous model stays loaded.
-        Up to `settings.sd_checkpoints_limit` models stay in RAM: switching back to one reads nothing."""
+        """Load a checkpoint by name, title, hash or path and make it the one jobs that name none use; on any
+        error the previous model stays loaded. Up to `settings.sd_checkpoints_limit` models stay in RAM:
+        switching back to one reads nothing."""
+        model = self._load(query)
+        self.selected = model.info
+        return model
+
+    def _load(self, query: str) -> LoadedModel:
+        """Load for one job (a request naming its checkpoint, an API override): the default stays."""
         info = resolve_checkpoint(query, self.ckpt_dir, self.hashes)
         with self.lock:
             if self.current is not None and self.current.info.path == info.path:
@@ -171,8 +178,6 @@ class PipelineManager:
             loaded = self.cache.get(info.path) or self._build(info)
             self._activate(loaded)
             self._evict()
-            if self.selected is None:  # the first checkpoint loaded is the default until one is selected
-                self.selected = info
             return loaded
 
     def _build(self, info: CheckpointInfo) -> LoadedModel:
@@ -309,9 +314,9 @@ class PipelineManager:
 
     def ensure_model(self, query: str | None) -> LoadedModel:
         if query:
-            return self.load(query)
+            return self._load(query)
         if self.selected is not None and self.selected.path.exists():
-            return self.load(str(self.selected.path))
+            return self._load(str(self.selected.path))
         if self.current is None:
             stored = self.other_settings.get("sd_model_checkpoint")  # config.json's, from the last session
             if isinstance(stored, str) and stored:

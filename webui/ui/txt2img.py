@@ -48,13 +48,13 @@ def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
     """Prompt and negative prompt with their token counters and the LoRA browser; Generate and Interrupt."""
     with gr.Row():
         with gr.Column(scale=3):
-            ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt")
+            ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt", elem_id="txt2img_prompt")
             ui.prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
             ui.negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt")
             ui.negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
             lora_browser.build(manager, ui.prompt)
         with gr.Column(scale=1, min_width=160):
-            ui.generate = gr.Button("Generate", variant="primary")
+            ui.generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
             with gr.Row():
                 ui.interrupt = gr.Button("Interrupt")
                 ui.skip = gr.Button("Skip")
@@ -91,15 +91,15 @@ USE_SAME = "Use same sampler"  # A1111's first choice of the hires sampler dropd
 
 def _hires_panel(ui: SimpleNamespace) -> None:
     """A1111's "Hires. fix" accordion: its fields, labels and UI defaults (denoising 0.7)."""
-    with gr.Accordion("Hires. fix", open=False):
-        ui.enable_hr = gr.Checkbox(False, label=label_of("enable_hr"))
+    with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hires"):
+        ui.enable_hr = gr.Checkbox(False, label=label_of("enable_hr"), elem_id="txt2img_enable_hr")
         with gr.Row():
             ui.hr_upscaler = gr.Dropdown(hires.upscaler_names(), value=hires.DEFAULT_UPSCALER,
                                          label=label_of("hr_upscaler"))
             ui.hr_steps = slider_for("hr_second_pass_steps")
             ui.hr_denoise = slider_for("denoising_strength", value=hires.DEFAULT_DENOISE)
         with gr.Row():
-            ui.hr_scale = slider_for("hr_scale")
+            ui.hr_scale = slider_for("hr_scale", elem_id="txt2img_hr_scale")
             ui.hr_resize_x = slider_for("hr_resize_x")
             ui.hr_resize_y = slider_for("hr_resize_y")
         with gr.Row():
@@ -184,11 +184,12 @@ class Paste:
 def _output_panel(ui: SimpleNamespace) -> None:
     """The gallery, "Send to" buttons, generation info and the selected result."""
     with gr.Column():
-        ui.gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto")
+        ui.gallery = gr.Gallery(label="Output", format="png", columns=2, object_fit="contain", height="auto",
+                                elem_id="txt2img_gallery")
         with gr.Row():
             ui.send_img2img = gr.Button("Send to img2img", size="sm")
             ui.send_inpaint = gr.Button("Send to inpaint", size="sm")
-        ui.info = gr.Textbox(label="Generation info", lines=4, interactive=False)
+        ui.info = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id="txt2img_info")
         # the selected result, for "Send to": hidden, so the API can send any saved result too
         ui.selected_path = gr.Textbox(visible=False)
         ui.selected_info = gr.Textbox(visible=False)

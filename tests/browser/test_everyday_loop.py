@@ -1,0 +1,103 @@
+"""The everyday loop in a real browser: type a prompt and Generate; hires fix on gives the larger picture; that PNG
+dropped on PNG Info and sent to txt2img regenerates identical pixels; live previews show while a job samples."""
+import time
+
+import numpy as np
+from PIL import Image
+
+
+def set_number(page, label: str, value) -> None:
+    field = page.get_by_label(f"number input for {label}").first
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def prepare_small_job(page, prompt: str, steps: int = 4, seed: int = 11) -> None:
+    page.locator("#txt2img_prompt textarea").fill(prompt)
+    set_number(page, "Width", 64)
+    set_number(page, "Height", 64)
+    set_number(page, "Sampling steps", steps)
+    seed_box = page.get_by_label("Seed", exact=True).first
+    seed_box.fill(str(seed))
+    seed_box.press("Enter")
+
+
+def generate_and_wait(page, count_before: int, outputs) -> tuple[str, Image.Image]:
+    """Press Generate; wait for the generation info; return it and the newest saved picture."""
+    page.click("#txt2img_generate")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        saved = sorted(outputs.rglob("*.png"))
+        info = page.locator("#txt2img_info textarea").input_value()
+        if len(saved) > count_before and "Steps:" in info and page.locator("#txt2img_gallery img").count():
+            return info, Image.open(saved[-1])
+        time.sleep(0.2)
+    raise AssertionError("no picture appeared")
+
+
+def test_type_generate_see_the_picture_and_its_infotext(page, data_dir):
+    outputs = data_dir / "outputs" / "txt2img-images"
+    prepare_small_job(page, "a red ball in the browser")
+    info, saved = generate_and_wait(page, 0, outputs)
+    assert info.startswith("a red ball in the browser\nSteps: 4, Sampler: DPM++ 2M")
+    assert "Seed: 11, Size: 64x64" in info
+    shown = page.locator("#txt2img_gallery img").first
+    assert shown.evaluate("img => img.naturalWidth") == 64
+    assert saved.info["parameters"] == info
+
+
+def test_hires_fix_on_gives_the_larger_picture(page, data_dir):
+    outputs = data_dir / "outputs" / "txt2img-images"
+    prepare_small_job(page, "a hires ball")
+    page.locator("#txt2img_hires").get_by_text("Hires. fix").first.click()
+    page.locator("#txt2img_enable_hr input[type=checkbox]").check()
+    info, saved = generate_and_wait(page, 0, outputs)
+    assert saved.size == (128, 128) and "Hires upscale: 2" in info and "Size: 64x64" in info
+    assert page.locator("#txt2img_gallery img").first.evaluate("img => img.naturalWidth") == 128
+
+
+def test_png_info_send_to_txt2img_regenerates_identical_pixels(page, data_dir):
+    outputs = data_dir / "outputs" / "txt2img-images"
+    prepare_small_job(page, "a ball to paste back", seed=23)
+    page.locator("#txt2img_hires").get_by_text("Hires. fix").first.click()
+    page.locator("#txt2img_enable_hr input[type=checkbox]").check()
+    first_info, first = generate_and_wait(page, 0, outputs)
+    first_path = sorted(outputs.rglob("*.png"))[-1]
+    page.reload()  # a fresh page: every field back at its default
+    page.wait_for_selector("#txt2img_generate")
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(first_path))
+    page.wait_for_function("() => document.querySelector('#pnginfo_parameters textarea').value.includes('Steps:')")
+    assert page.locator("#pnginfo_parameters textarea").input_value() == first_info
+    page.click("#pnginfo_send_txt2img")
+    page.wait_for_function(
+        "() => document.querySelector('#txt2img_prompt textarea').value === 'a ball to paste back'")
+    info, again = generate_and_wait(page, 1, outputs)
+    assert info == first_info
+    assert np.array_equal(np.asarray(again), np.asarray(first))
+
+
+def test_live_previews_show_while_the_job_samples(page, data_dir, monkeypatch, manager):
+    from webui.engine.manager import PipelineManager
+    from webui.ui import live
+
+    monkeypatch.setattr(live, "POLL_SECONDS", 0.05)
+    original = PipelineManager._control
+
+    def slowed(self, *args, **kwargs):
+        control = original(self, *args, **kwargs)
+        report = control.on_step
+
+        def on_step(*step_args):
+            time.sleep(0.15)
+            report(*step_args)
+        control.on_step = on_step
+        return control
+    monkeypatch.setattr(PipelineManager, "_control", slowed)
+    manager.update_settings(show_progress_every_n_steps=2)
+    prepare_small_job(page, "a slowly drawn ball", steps=16)
+    page.click("#txt2img_generate")
+    # a picture is in the gallery before the job has saved anything: the preview
+    page.wait_for_selector("#txt2img_gallery img", timeout=60_000)
+    assert not list((data_dir / "outputs" / "txt2img-images").rglob("*.png"))
+    page.wait_for_function("() => document.querySelector('#txt2img_info textarea').value.includes('Steps: 16')")
