@@ -446,7 +446,8 @@ def test_pathological_inputs_are_handled_quickly(prompt):
     parse_scheduled(prompt, 30)
     split_and(prompt)
     extract_extra_networks(prompt)
-    assert time.perf_counter() - start < 2.0
+    # catastrophic backtracking takes minutes; a generous bound keeps a slow, busy CI machine from failing it
+    assert time.perf_counter() - start < 10.0
 
 
 def test_deep_nesting_results():
