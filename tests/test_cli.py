@@ -118,3 +118,19 @@ def test_img2img_bad_input(tiny_model, args, message):
     assert result.stderr.strip().startswith(message)
     assert "Traceback" not in result.stderr
     assert not (tiny_model / "bad-i2i").exists()
+
+
+def test_progress_bar_for_a_terminal_and_nothing_for_a_pipe():
+    import io
+
+    from webui.cli import ProgressBar
+
+    terminal = io.StringIO()
+    bar = ProgressBar(terminal, enabled=True)
+    for done in range(0, 7):
+        bar(done, 6)
+    assert "Sampling:" in terminal.getvalue() and "/6 [" in terminal.getvalue()  # tqdm redraws at most every 0.1 s
+    piped = io.StringIO()  # not a TTY: isatty() is False
+    quiet = ProgressBar(piped)
+    quiet(3, 6)
+    assert piped.getvalue() == ""

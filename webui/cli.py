@@ -180,6 +180,32 @@ def _print_path(path) -> None:
     print(path, flush=True)  # as soon as the file exists: a killed batch has printed every image it saved
 
 
+class ProgressBar:
+    """A tqdm bar of model evaluations on stderr, for a person watching a terminal (none when stderr is a file
+    or a pipe: a script reading it gets only the paths on stdout and errors on stderr)."""
+
+    def __init__(self, file=None, enabled: bool | None = None):
+        self.file = file or sys.stderr
+        self.enabled = self.file.isatty() if enabled is None else enabled
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=self.file, desc="Sampling", unit="step", leave=False)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _report(processed) -> int:
     for warning in processed.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -194,7 +220,7 @@ def run_txt2img(argv: list[str]) -> int:
         # no size asked for: the size the checkpoint was trained at, where it says (the demo model: 64×64)
         width, height = manager.native_size(args.ckpt) or (params.width, params.height)
         params = params.replace(width=width, height=height)
-    return _report(manager.txt2img(params, outdir, on_saved=_print_path))
+    return _report(manager.txt2img(params, outdir, on_saved=_print_path, on_progress=ProgressBar()))
 
 
 def run_img2img(argv: list[str]) -> int:
@@ -216,7 +242,8 @@ def run_img2img(argv: list[str]) -> int:
         _check_scaled_size(args.scale, init.size, (width, height))
         params = params.replace(width=width, height=height)
     _, outdir = _paths(args)
-    return _report(_manager(args).img2img(params, init, mask, outdir, on_saved=_print_path))
+    return _report(_manager(args).img2img(params, init, mask, outdir, on_saved=_print_path,
+                                          on_progress=ProgressBar()))
 
 
 def _check_scaled_size(scale: float, size: tuple[int, int], scaled: tuple[int, int]) -> None:

@@ -184,6 +184,10 @@ def test_config_json_keeps_foreign_keys_and_survives_bad_values(data_dir, caplog
         broken = PipelineManager(data_dir / "models" / "Stable-diffusion", data_dir, device="cpu",
                                  settings_path=config)
     assert broken.settings.eta_ddim == 0.0 and "ignoring" in caplog.text
+    # set aside, not overwritten by the next save
+    assert (data_dir / "config.json.corrupt-1").read_text() == "{ not json" and not config.exists()
+    broken.update_settings(eta_ddim=0.5)
+    assert (data_dir / "config.json.corrupt-1").read_text() == "{ not json"
 
 
 def test_selected_checkpoint_is_remembered_in_config_json(saved, tiny_files):

@@ -101,3 +101,12 @@ def test_live_previews_show_while_the_job_samples(page, data_dir, monkeypatch, m
     page.wait_for_selector("#txt2img_gallery img", timeout=60_000)
     assert not list((data_dir / "outputs" / "txt2img-images").rglob("*.png"))
     page.wait_for_function("() => document.querySelector('#txt2img_info textarea').value.includes('Steps: 16')")
+
+
+def test_the_status_line_follows_the_model_a_job_loads(page, data_dir):
+    page.get_by_role("button", name="Unload", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#model_status').innerText.includes('No model loaded')")
+    prepare_small_job(page, "a ball after unloading")
+    generate_and_wait(page, 0, data_dir / "outputs" / "txt2img-images")
+    page.wait_for_function("() => document.querySelector('#model_status').innerText.includes('Active: tiny')",
+                           timeout=10_000)

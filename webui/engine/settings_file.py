@@ -61,7 +61,8 @@ def read(path: Path) -> tuple[Settings, dict]:
     except FileNotFoundError:
         return Settings(), {}
     except (OSError, ValueError) as e:
-        log.warning("ignoring %s: %s", path, e)
+        kept = _set_aside(Path(path))
+        log.warning("ignoring %s: %s%s", path, e, f"; kept as {kept.name}" if kept else "")
         return Settings(), {}
     known = {f.name for f in dataclasses.fields(Settings)}
     good = {}
@@ -72,6 +73,20 @@ def read(path: Path) -> tuple[Settings, dict]:
             except ValueError as e:
                 log.warning("%s: %s; using the default", path, e)
     return Settings(**good), {k: v for k, v in data.items() if k not in known}
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Move an unreadable config.json out of the way (config.json.corrupt-N), so the next save does not
+    overwrite what the user may want to recover."""
+    for n in range(1, 1000):
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+        if not target.exists():
+            try:
+                os.replace(path, target)
+            except OSError:
+                return None
+            return target
+    return None
 
 
 def write(path: Path, settings: Settings, other: dict) -> None:

@@ -48,7 +48,9 @@ def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
         refresh = gr.Button("🔄", scale=0, min_width=40)
         vae = gr.Dropdown(choices=vae_choices(manager), value=manager.settings.sd_vae, label="SD VAE", scale=2)
         unload = gr.Button("Unload", scale=0, min_width=80)
-    status = gr.Markdown(model_status(manager))
+    status = gr.Markdown(model_status(manager), elem_id="model_status")
+    # a job (from any tab, the API, another browser) may load or switch the model: the line follows
+    gr.Timer(2.0).tick(lambda: model_status(manager), outputs=status, api_name=False, show_progress="hidden")
     notice = gr.Markdown(NO_CHECKPOINT_HELP.format(dir=manager.ckpt_dir), visible=not choices)
 
     @user_errors_as_gradio
