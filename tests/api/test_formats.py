@@ -55,3 +55,13 @@ def test_extras_mistakes(api):
              "upscale factor must be between 1.0 and 8.0")):
         reply = requests.post(f"{api}/sdapi/v1/extra-single-image", json=body, timeout=60)
         assert reply.status_code == status and reply.json()["detail"].startswith(detail), reply.text
+
+
+def test_request_styles_are_applied(api, data_dir):
+    import json
+
+    (data_dir / "styles.csv").write_text('name,prompt,negative_prompt\nSharp,"sharp focus, 8k",blurry\n')
+    reply = requests.post(f"{api}/sdapi/v1/txt2img", json={"prompt": "a cat", "styles": ["Sharp"], "width": 64,
+                                                           "height": 64, "steps": 2}, timeout=120).json()
+    assert json.loads(reply["info"])["infotexts"][0].startswith("a cat, sharp focus, 8k\nNegative prompt: blurry\n")
+    assert reply["parameters"]["styles"] == ["Sharp"]

@@ -41,7 +41,6 @@ _COMMON = {
     "infotext": (str | None, Field(None, description="a pasted infotext: fills the fields this request leaves out")),
     "override_settings": (dict | None, None),
     "override_settings_restore_afterwards": (bool, True),
-    "styles": (list[str] | None, None),
 }
 _IMG2IMG = {
     "init_images": (list[str] | None, Field(None, description="base64 images (data: URLs accepted)")),

@@ -68,7 +68,7 @@ class Declared:
     """One declared field of a class: the dataclass Field, its Param, and its value type without None."""
     field: dataclasses.Field
     spec: Param
-    kind: type  # int, float, str, bool or dict
+    kind: type  # int, float, str, bool, dict or list
     nullable: bool
 
     @property
@@ -166,7 +166,7 @@ def validate(obj) -> None:
             raise InvalidParams(message)
 
 
-_JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object"}
+_JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object", list: "array"}
 
 
 def schema(cls) -> dict:

@@ -38,6 +38,7 @@ from .prompts.conditioning import prompt_token_count
 from .prompts.parser import extract_extra_networks
 from .prompts.text import clean_prompt
 from .prompts.encoder import PromptEncoder
+from .prompts.styles import StyleDatabase
 from .settings import Settings
 from . import settings_file
 from .tasks import JobQueue, TaskState
@@ -135,6 +136,7 @@ class PipelineManager:
         self.hashes = HashCache(Path(data_dir) / "cache.json")
         self.loras = LoraLibrary(Path(lora_dir or Path(data_dir) / "models" / "Lora"), self.hashes)
         self.embeddings = EmbeddingDatabase(Path(embeddings_dir or Path(data_dir) / "embeddings"), self.hashes)
+        self.styles = StyleDatabase(Path(data_dir) / "styles.csv")
         self.device = check_device(device)
         self.dtype = dtype or default_dtype(self.device)
         self.vae_dtype = vae_dtype or self.dtype  # --no-half-vae keeps the VAE in fp32
@@ -409,6 +411,21 @@ class PipelineManager:
                 settings_file.write(self.settings_path, self.settings, self.other_settings)
             return self.settings
 
+    def _apply_styles(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
+        """The request with its styles merged into its prompts (and the hires prompts it sets), as A1111's
+        process_images; a style not in styles.csv is skipped with a warning."""
+        if not params.styles:
+            return params, []
+        prompt, negative, missing = self.styles.apply(params.prompt, params.negative_prompt, params.styles)
+        changes = dict(prompt=prompt, negative_prompt=negative, styles=[])
+        if params.hr_prompt or params.hr_negative_prompt:
+            hr_prompt, hr_negative, _ = self.styles.apply(params.hr_prompt or params.prompt,
+                                                          params.hr_negative_prompt or params.negative_prompt,
+                                                          params.styles)
+            changes.update(hr_prompt=hr_prompt, hr_negative_prompt=hr_negative)
+        warnings = [f"style {name!r} is not in {self.styles.path.name}: skipped" for name in missing]
+        return params.replace(**changes), warnings
+
     def _control(self, task: TaskState, model: LoadedModel, settings: Settings, on_progress, keep_image):
         """The job's controls, wired to its queue task: Interrupt / Skip, the step counts and the live preview."""
         latent_format = model.components.arch.model_family.latent
@@ -484,7 +501,9 @@ class PipelineManager:
         params.validate()
         options = options or JobOptions()
         overrides = options.settings_overrides()  # checked before queueing: a bad one costs no wait
+        params, style_warnings = self._apply_styles(params)
         params, warnings = _clean_prompts(params)
+        warnings = style_warnings + warnings
         processed = Processed([], [], [], [])
 
         def keep_image(item):  # each image as it is made: an interrupt or a kill loses only the one in progress

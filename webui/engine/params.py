@@ -177,6 +177,9 @@ class GenerationParams:
     hr_negative_prompt: str = param("", label="Hires negative prompt", infotext="Hires negative prompt",
                                     infotext_omit=("",), cli="--hr-negative-prompt", cli_group=_HIRES,
                                     help="default: the negative prompt")
+    # A1111's styles (styles.csv), applied to the prompts when the job starts (manager.py): the infotext holds the
+    # styled prompts, from which a paste finds the styles again (prompts/styles.py).
+    styles: list[str] = param(default_factory=list, label="Styles", help="styles.csv names, applied in order")
     # Infotext fields this version does not model, verbatim and in order (e.g. "Hires upscale", "Version").
     extra: dict[str, str] = param(default_factory=dict, label="Other infotext fields",
                                   help="infotext fields this version does not model, written back verbatim",

@@ -52,6 +52,7 @@ def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
             ui.prompt_tokens = gr.Markdown("0/75", elem_classes="token-counter")
             ui.negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="Negative prompt")
             ui.negative_tokens = gr.Markdown("0/75", elem_classes="token-counter")
+            _styles_row(ui, manager)
             lora_browser.build(manager, ui.prompt)
         with gr.Column(scale=1, min_width=160):
             ui.generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
@@ -84,6 +85,50 @@ def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
         with gr.Accordion("Textual inversion", open=False):
             ui.embeddings = gr.Markdown(embeddings_markdown(manager))
             ui.refresh_embeddings = gr.Button("Refresh embeddings")
+
+
+def _styles_row(ui: SimpleNamespace, manager: PipelineManager) -> None:
+    """A1111's styles: a multi-select applied when the job starts, 📋 to write them into the prompts now, and
+    saving the current prompts as a style (styles.csv)."""
+    with gr.Row():
+        ui.styles = gr.Dropdown(manager.styles.names(), value=[], multiselect=True, label="Styles", scale=4,
+                                elem_id="txt2img_styles")
+        refresh = gr.Button("🔄", scale=0, min_width=40)
+        apply = gr.Button("📋", scale=0, min_width=40, elem_id="txt2img_style_apply")
+    with gr.Accordion("Edit styles", open=False):
+        with gr.Row():
+            name = gr.Textbox(label="Style name", scale=3)
+            save = gr.Button("Save prompts as style", scale=1)
+            delete = gr.Button("Delete style", scale=1)
+        message = gr.Markdown()
+
+    def choices(selected=None):
+        names = manager.styles.names()
+        return gr.update(choices=names, value=[n for n in selected or [] if n in names])
+
+    @user_errors_as_gradio
+    def write_into_prompts(prompt, negative, selected):
+        prompt, negative, missing = manager.styles.apply(prompt or "", negative or "", list(selected or []))
+        return prompt, negative, gr.update(value=[])
+
+    @user_errors_as_gradio
+    def save_style(style_name, prompt, negative, selected):
+        from ..engine.prompts.styles import Style
+
+        manager.styles.save(Style(style_name or "", prompt or "", negative or ""))
+        return choices(selected), f"Saved style **{style_name.strip()}**."
+
+    @user_errors_as_gradio
+    def delete_style(style_name, selected):
+        manager.styles.delete((style_name or "").strip())
+        return choices(selected), f"Deleted style **{style_name.strip()}**."
+
+    refresh.click(choices, inputs=ui.styles, outputs=ui.styles, api_name=False)
+    apply.click(write_into_prompts, inputs=[ui.prompt, ui.negative, ui.styles],
+                outputs=[ui.prompt, ui.negative, ui.styles], api_name="apply_styles")
+    save.click(save_style, inputs=[name, ui.prompt, ui.negative, ui.styles], outputs=[ui.styles, message],
+               api_name="save_style")
+    delete.click(delete_style, inputs=[name, ui.styles], outputs=[ui.styles, message], api_name="delete_style")
 
 
 USE_SAME = "Use same sampler"  # A1111's first choice of the hires sampler dropdown
@@ -154,7 +199,7 @@ class Paste:
         self.ui, self.manager = ui, manager
         self.outputs = [checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width, ui.height,
                         ui.cfg_scale, ui.seeds.seed, ui.seeds.subseed, ui.seeds.subseed_strength, ui.seeds.resize_w,
-                        ui.seeds.resize_h, *ui.hires_inputs, ui.overrides]
+                        ui.seeds.resize_h, *ui.hires_inputs, ui.overrides, ui.styles]
 
     def _checkpoint(self, p: GenerationParams):
         for info in self.manager.list_checkpoints():
@@ -166,13 +211,18 @@ class Paste:
     def values(self, text: str) -> list:
         p = parse_infotext(text or "")
         chips = override_chips(p)
+        # A1111's "Apply if any": styles whose text the prompts end with come back as selected styles
+        styles, prompt, negative = self.manager.styles.extract(p.prompt, p.negative_prompt)
+        if styles:
+            p = p.replace(prompt=prompt, negative_prompt=negative)
         hr_sampler = p.hr_sampler_name or USE_SAME
         return [self._checkpoint(p), p.prompt, p.negative_prompt, p.sampler_name, p.scheduler, p.steps, p.width,
                 p.height, p.cfg_scale, p.seed, p.subseed, p.subseed_strength, p.seed_resize_from_w,
                 p.seed_resize_from_h, p.enable_hr, p.hr_upscaler or hires.DEFAULT_UPSCALER, p.hr_second_pass_steps,
                 hires.DEFAULT_DENOISE if p.denoising_strength is None else p.denoising_strength, p.hr_scale,
                 p.hr_resize_x, p.hr_resize_y, hr_sampler, p.hr_scheduler or "Automatic", p.hr_prompt,
-                p.hr_negative_prompt, gr.update(choices=chips, value=chips, visible=bool(chips))]
+                p.hr_negative_prompt, gr.update(choices=chips, value=chips, visible=bool(chips)),
+                gr.update(choices=self.manager.styles.names(), value=styles)]
 
     def from_prompt(self, text: str):
         """↙: only when the prompt box holds a parameters line; otherwise nothing changes."""
@@ -202,7 +252,7 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path):
                 batch_size, cfg_scale, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0,
                 seed_resize_from_h=0, enable_hr=False, hr_upscaler=None, hr_steps=0, hr_denoise=None, hr_scale=2.0,
                 hr_resize_x=0, hr_resize_y=0, hr_sampler=USE_SAME, hr_scheduler="Automatic", hr_prompt="",
-                hr_negative_prompt="", overrides=None, progress=gr.Progress()):
+                hr_negative_prompt="", overrides=None, styles=None, progress=gr.Progress()):
         request = GenerationParams(
             prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
             steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
@@ -210,7 +260,8 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path):
             subseed_strength=float(subseed_strength), seed_resize_from_w=int(seed_resize_from_w),
             seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None, **hires_fields(
                 enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_resize_x, hr_resize_y, hr_sampler,
-                hr_scheduler, hr_prompt, hr_negative_prompt), **override_fields(overrides))
+                hr_scheduler, hr_prompt, hr_negative_prompt), **override_fields(overrides),
+            styles=list(styles or []))
         processed = yield from live.run_with_previews(
             lambda task: manager.txt2img(request, outdir, task=task,
                                          on_progress=lambda done, total: progress((done, total), desc="Sampling")),
@@ -250,7 +301,7 @@ def _wire_events(ui: SimpleNamespace, manager: PipelineManager, outdir: Path, ch
     ui.generate.click(_txt2img_handler(manager, outdir),
                       inputs=[checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width,
                               ui.height, ui.n_iter, ui.batch_size, ui.cfg_scale, ui.seeds.seed, *ui.seeds.inputs,
-                              *ui.hires_inputs, ui.overrides],
+                              *ui.hires_inputs, ui.overrides, ui.styles],
                       outputs=[ui.gallery, ui.info, ui.last], api_name="txt2img").then(
         lambda state: (state["paths"][0], state["infotexts"][0]) if state.get("paths") else ("", ""),
         inputs=ui.last, outputs=[ui.selected_path, ui.selected_info], api_name=False)
