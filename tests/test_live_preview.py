@@ -66,3 +66,36 @@ def test_the_txt2img_tab_streams_previews_of_its_own_job(served, monkeypatch, ma
     for gallery, *_ in previews:
         assert len(gallery) == 1
     assert "Seed: 5" in final[1] and final[0][0]["image"].endswith(".png")
+
+
+def test_the_img2img_tab_streams_previews_too(served, monkeypatch, manager, tmp_path):
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from test_img2img_ui import BASE
+    from webui.engine.manager import PipelineManager
+    from webui.ui import live
+
+    monkeypatch.setattr(live, "POLL_SECONDS", 0.05)
+    original = PipelineManager._control
+
+    def slowed(self, *args, **kwargs):
+        control = original(self, *args, **kwargs)
+        report = control.on_step
+
+        def on_step(*step_args):
+            time.sleep(0.1)
+            report(*step_args)
+        control.on_step = on_step
+        return control
+    monkeypatch.setattr(PipelineManager, "_control", slowed)
+    manager.update_settings(show_progress_every_n_steps=2)
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(init)
+    job = Client(served, verbose=False).submit(
+        **{**BASE, "steps": 16, "denoising_strength": 1.0}, mode="img2img", init_image=handle_file(str(init)),
+        api_name="/img2img")
+    while not job.done():
+        time.sleep(0.05)
+    outputs = job.outputs()
+    assert len(outputs) >= 3 and "Denoising strength: 1" in outputs[-1][1]

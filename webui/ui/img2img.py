@@ -21,7 +21,7 @@ from ..engine.jobs.img2img import MAX_INIT_PIXELS
 from ..engine.manager import PipelineManager
 from ..engine.imaging.masks import mask_to_l
 from ..engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, GenerationParams
-from . import lora_browser
+from . import live, lora_browser
 from .common import (
     follow_native_size,
     label_of,
@@ -303,7 +303,9 @@ def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
             lora_browser.build(manager, ui.prompt, api=False)
         with gr.Column(scale=1, min_width=160):
             ui.generate = gr.Button("Generate", variant="primary", elem_id="img2img_generate")
-            ui.interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt")
+            with gr.Row():
+                ui.interrupt = gr.Button("Interrupt", elem_id="img2img_interrupt")
+                ui.skip = gr.Button("Skip", elem_id="img2img_skip")
 
 
 def _input_tabs(ui: SimpleNamespace) -> None:
@@ -407,14 +409,15 @@ def _img2img_handler(manager: PipelineManager, outdir: Path):
                 inpainting_fill=_choice(masked_content, MASKED_CONTENT, "masked content"),
                 inpaint_full_res=bool(_choice(inpaint_area, INPAINT_AREAS, "inpaint area")),
                 inpaint_full_res_padding=int(inpaint_full_res_padding))
-        processed = manager.img2img(
-            request, image, mask if inpainting else None, outdir,
-            on_progress=lambda done, total: progress((done, total), desc="Sampling"))
+        processed = yield from live.run_with_previews(
+            lambda task: manager.img2img(request, image, mask if inpainting else None, outdir, task=task,
+                                         on_progress=lambda done, total: progress((done, total), desc="Sampling")),
+            manager, (request.width, request.height), lambda preview: ([preview], gr.update(), gr.update()))
         texts = processed.infotexts
         note = "\n\nInterrupted." if processed.interrupted else ""
         note += "".join(f"\n\nWarning: {w}" for w in processed.warnings)
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
-        return [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
+        yield [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
 
     return img2img
 
@@ -432,6 +435,7 @@ def _wire_generate(ui: SimpleNamespace, manager: PipelineManager, outdir: Path,
     ui.generate.click(_img2img_handler(manager, outdir), inputs=inputs, outputs=[ui.gallery, ui.info, ui.last],
                       api_name="img2img")
     ui.interrupt.click(manager.interrupt, api_name=False, queue=False)
+    ui.skip.click(manager.skip, api_name=False, queue=False)
 
 
 def _wire_mode_switching(ui: SimpleNamespace) -> None:
