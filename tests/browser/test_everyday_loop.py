@@ -110,3 +110,44 @@ def test_the_status_line_follows_the_model_a_job_loads(page, data_dir):
     generate_and_wait(page, 0, data_dir / "outputs" / "txt2img-images")
     page.wait_for_function("() => document.querySelector('#model_status').innerText.includes('Active: tiny')",
                            timeout=10_000)
+
+
+def test_inpaint_with_a_mask_drawn_with_the_mouse(page, data_dir, tmp_path):
+    """Upload a picture to the Inpaint editor, paint a stroke with the brush, Generate: the picture changes under
+    the stroke and stays the same far from it (composited onto the original)."""
+    source = tmp_path / "flat.png"
+    Image.new("RGB", (512, 512), (30, 120, 200)).save(source)  # large: the brush covers a narrow band of it
+    page.get_by_role("tab", name="img2img").click()
+    page.get_by_role("tab", name="Inpaint", exact=True).click()
+    editor = page.locator("#img2img_inpaint")
+    with page.expect_file_chooser() as chooser:  # the editor's own Upload tool, as a person clicks it
+        editor.get_by_role("button", name="Upload", exact=True).click()
+    chooser.value.set_files(str(source))
+    canvas = editor.locator("canvas").last
+    page.wait_for_timeout(2000)  # the editor draws the uploaded background
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    box = canvas.bounding_box()
+    left, top, width, height = box["x"], box["y"], box["width"], box["height"]
+    # a vertical stroke down the middle of the picture
+    page.mouse.move(left + width * 0.5, top + height * 0.2)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(left + width * 0.5, top + height * (0.2 + 0.03 * i))
+    page.mouse.up()
+    page.locator("#img2img_prompt textarea").fill("a painted stroke")
+    for label, value in (("Width", 64), ("Height", 64), ("Sampling steps", 4)):
+        field = page.get_by_label(f"number input for {label}").nth(1)  # the img2img tab's (txt2img's come first)
+        field.fill(str(value))
+        field.press("Enter")
+    page.click("#img2img_generate")
+    outputs = data_dir / "outputs" / "img2img-images"
+    deadline = time.time() + 120
+    while not list(outputs.rglob("*.png")) and time.time() < deadline:
+        time.sleep(0.2)
+    [saved] = list(outputs.rglob("*.png"))
+    result = np.asarray(Image.open(saved).convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(source).resize((64, 64), Image.Resampling.LANCZOS), dtype=np.int16)
+    diff = np.abs(result - original).sum(axis=-1)
+    assert diff[:, 28:36].mean() > 10  # repainted under the stroke
+    assert diff[:, :8].max() == 0 and diff[:, -8:].max() == 0  # untouched far from it
+    assert "Mask blur: 4" in Image.open(saved).info["parameters"]
