@@ -153,7 +153,8 @@ def test_first_start_offers_the_demo_model_at_its_native_size(tmp_path):
     (ckpt_dir / DEMO.name).symlink_to(DEMO)
     manager = PipelineManager(ckpt_dir, tmp_path, device="cpu")
     demo = build_app(manager, tmp_path / "outputs")
-    sizes = [b.value for b in demo.blocks.values() if getattr(b, "label", None) in ("Width", "Height")]
+    sizes = [b.value for b in demo.blocks.values() if getattr(b, "label", None) in ("Width", "Height")
+             and getattr(b, "maximum", None) == 2048]  # generation sizes, not Extras' "Scale to" (up to 4096)
     assert sizes == [64, 64] * 2  # txt2img and img2img
 
     make_tiny_checkpoint(ckpt_dir / "tiny.safetensors")
