@@ -1,6 +1,7 @@
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,25 @@ def launched(manager, data_dir):
 @pytest.fixture
 def served(launched) -> str:
     return launched[1]
+
+
+@pytest.fixture
+def slow_steps(monkeypatch):
+    """Every sampler step takes at least 40 ms (call the fixture's value with other seconds to change it), so a
+    test can act while a job runs: poll progress, interrupt, skip, see previews."""
+    from webui.engine.manager import PipelineManager
+
+    delay = {"seconds": 0.04}
+    original = PipelineManager._control
+
+    def slowed(self, *args, **kwargs):
+        control = original(self, *args, **kwargs)
+        report = control.on_step
+
+        def on_step(*step_args):
+            time.sleep(delay["seconds"])
+            report(*step_args)
+        control.on_step = on_step
+        return control
+    monkeypatch.setattr(PipelineManager, "_control", slowed)
+    return lambda seconds: delay.update(seconds=seconds)

@@ -1,6 +1,5 @@
 """Live preview: the running task holds the family's cheap latent → RGB picture every N steps; it never changes
 the final picture; the txt2img tab shows this job's previews while it samples."""
-import threading
 import time
 
 import numpy as np
@@ -35,25 +34,13 @@ def test_previews_every_n_steps_and_the_picture_is_unchanged(manager):
     assert np.array_equal(np.asarray(with_previews.images[0]), np.asarray(without.images[0]))
 
 
-def test_the_txt2img_tab_streams_previews_of_its_own_job(served, monkeypatch, manager):
+def test_the_txt2img_tab_streams_previews_of_its_own_job(served, monkeypatch, manager, slow_steps):
     from gradio_client import Client
 
-    from webui.engine.manager import PipelineManager
     from webui.ui import live
 
     monkeypatch.setattr(live, "POLL_SECONDS", 0.05)
-    original = PipelineManager._control
-
-    def slowed(self, *args, **kwargs):
-        control = original(self, *args, **kwargs)
-        report = control.on_step
-
-        def on_step(*step_args):
-            time.sleep(0.1)
-            report(*step_args)
-        control.on_step = on_step
-        return control
-    monkeypatch.setattr(PipelineManager, "_control", slowed)
+    slow_steps(0.1)
     manager.update_settings(show_progress_every_n_steps=2)
     client = Client(served, verbose=False)
     job = client.submit("tiny.safetensors", "a red ball", "", "Euler", "Automatic", 12, 64, 64, 1, 1, 7, 5,
@@ -68,27 +55,15 @@ def test_the_txt2img_tab_streams_previews_of_its_own_job(served, monkeypatch, ma
     assert "Seed: 5" in final[1] and final[0][0]["image"].endswith(".png")
 
 
-def test_the_img2img_tab_streams_previews_too(served, monkeypatch, manager, tmp_path):
+def test_the_img2img_tab_streams_previews_too(served, monkeypatch, manager, tmp_path, slow_steps):
     from gradio_client import Client, handle_file
     from PIL import Image
 
     from test_img2img_ui import BASE
-    from webui.engine.manager import PipelineManager
     from webui.ui import live
 
     monkeypatch.setattr(live, "POLL_SECONDS", 0.05)
-    original = PipelineManager._control
-
-    def slowed(self, *args, **kwargs):
-        control = original(self, *args, **kwargs)
-        report = control.on_step
-
-        def on_step(*step_args):
-            time.sleep(0.1)
-            report(*step_args)
-        control.on_step = on_step
-        return control
-    monkeypatch.setattr(PipelineManager, "_control", slowed)
+    slow_steps(0.1)
     manager.update_settings(show_progress_every_n_steps=2)
     init = tmp_path / "init.png"
     Image.new("RGB", (64, 64), (200, 30, 30)).save(init)

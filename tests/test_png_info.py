@@ -113,3 +113,14 @@ def test_saved_formats_carry_the_infotext_for_us_and_for_sd_parsers(manager, tmp
     assert [p.value for p in info.prompts] == ["a cat"] and [p.value for p in info.negative_prompts] == ["ugly"]
     [sampler] = info.samplers
     assert sampler.name == "DPM++ 2M" and sampler.parameters["seed"] == "5" and sampler.parameters["steps"] == "6"
+
+
+def test_save_txt_writes_the_infotext_beside_each_picture(manager, tmp_path):
+    manager.update_settings(save_txt=True, samples_format="jpg")
+    processed = manager.txt2img(small(seed=9, n_iter=2), tmp_path)
+    for path, text in zip(processed.paths, processed.infotexts):
+        assert path.with_suffix(".txt").read_text(encoding="utf-8") == text
+    assert not list(tmp_path.rglob("*.tmp"))
+    manager.update_settings(save_txt=False)
+    [plain] = manager.txt2img(small(seed=10), tmp_path).paths
+    assert not plain.with_suffix(".txt").exists()

@@ -61,22 +61,3 @@ def webui(api):
 
     host, port = api.rsplit(":", 1)
     return webuiapi.WebUIApi(host=host.removeprefix("http://"), port=int(port), sampler="Euler a", steps=4)
-
-
-@pytest.fixture
-def slow_steps(monkeypatch):
-    """Each sampler step takes ≥ 40 ms, so a test can act while a job runs."""
-    from webui.engine.manager import PipelineManager
-
-    original = PipelineManager._control
-
-    def slowed(self, *args, **kwargs):
-        control = original(self, *args, **kwargs)
-        report = control.on_step
-
-        def on_step(*step_args):
-            time.sleep(0.04)
-            report(*step_args)
-        control.on_step = on_step
-        return control
-    monkeypatch.setattr(PipelineManager, "_control", slowed)

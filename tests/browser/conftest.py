@@ -10,7 +10,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = os.environ.get("GOUACHE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed after its module: an idle headless chromium still burns CPU
 def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     if CHROMIUM is None:

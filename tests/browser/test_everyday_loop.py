@@ -77,23 +77,11 @@ def test_png_info_send_to_txt2img_regenerates_identical_pixels(page, data_dir):
     assert np.array_equal(np.asarray(again), np.asarray(first))
 
 
-def test_live_previews_show_while_the_job_samples(page, data_dir, monkeypatch, manager):
-    from webui.engine.manager import PipelineManager
+def test_live_previews_show_while_the_job_samples(page, data_dir, monkeypatch, manager, slow_steps):
     from webui.ui import live
 
     monkeypatch.setattr(live, "POLL_SECONDS", 0.05)
-    original = PipelineManager._control
-
-    def slowed(self, *args, **kwargs):
-        control = original(self, *args, **kwargs)
-        report = control.on_step
-
-        def on_step(*step_args):
-            time.sleep(0.15)
-            report(*step_args)
-        control.on_step = on_step
-        return control
-    monkeypatch.setattr(PipelineManager, "_control", slowed)
+    slow_steps(0.15)
     manager.update_settings(show_progress_every_n_steps=2)
     prepare_small_job(page, "a slowly drawn ball", steps=16)
     page.click("#txt2img_generate")

@@ -283,35 +283,12 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
 
     # ------------------------------------------------------------------------------------------- refreshes
 
-    @router.post(f"{PREFIX}/refresh-checkpoints")
-    def refresh_checkpoints():
-        manager.list_checkpoints()  # listed afresh on every call: nothing is cached to drop
-        return None
-
-    @router.post(f"{PREFIX}/refresh-vae")
-    def refresh_vae():
-        manager.list_vaes()
-        return None
-
-    @router.post(f"{PREFIX}/refresh-embeddings")
-    def refresh_embeddings():
-        manager.refresh_embeddings()
-        return None
-
-    @router.post(f"{PREFIX}/refresh-loras")
-    def refresh_loras():
-        manager.loras.refresh()
-        return None
-
-    @router.post(f"{PREFIX}/unload-checkpoint")
-    def unload_checkpoint():
-        manager.unload()
-        return None
-
-    @router.post(f"{PREFIX}/reload-checkpoint")
-    def reload_checkpoint():
-        manager.ensure_model(None)
-        return None
+    # actions answering null, as A1111's (checkpoints and VAEs are listed afresh on every call: nothing to drop)
+    actions = {"refresh-checkpoints": manager.list_checkpoints, "refresh-vae": manager.list_vaes,
+               "refresh-embeddings": manager.refresh_embeddings, "refresh-loras": manager.loras.refresh,
+               "unload-checkpoint": manager.unload, "reload-checkpoint": lambda: manager.ensure_model(None)}
+    for name, action in actions.items():
+        router.add_api_route(f"{PREFIX}/{name}", _answering_null(action), methods=["POST"], name=name)
 
     # --------------------------------------------------------------------------------------------- images
 
@@ -339,6 +316,13 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
 
 def _empty_list():
     return []
+
+
+def _answering_null(action):
+    def route():
+        action()
+        return None
+    return route
 
 
 def _memory() -> dict:

@@ -90,6 +90,7 @@ class Processed:
     warnings: list[str] = field(default_factory=list)  # for the user: e.g. LoRA keys that matched nothing
     task_id: str | None = None  # its id in the job queue
     format: str = "png"  # the file format its pictures are saved and sent in (samples_format)
+    save_txt: bool = False  # each saved picture gets its infotext beside it as a .txt (A1111's save_txt)
 
 
 def default_device() -> torch.device:
@@ -514,6 +515,8 @@ class PipelineManager:
             if outdir is not None:
                 path = images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text,
                                          fmt=processed.format)
+                if processed.save_txt:
+                    images.save_text(path, text)
                 processed.paths.append(path)
                 if on_saved is not None:
                     on_saved(path)
@@ -525,6 +528,7 @@ class PipelineManager:
             # reach no other job
             settings = dataclasses.replace(self.settings_snapshot(), **overrides)
             processed.task_id, processed.format = task.id, settings.samples_format
+            processed.save_txt = settings.save_txt
             model = self.ensure_model(params.model)
             self._apply_vae(model, params.vae or settings.sd_vae)
             self._apply_attention(model, settings)

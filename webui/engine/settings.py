@@ -62,6 +62,7 @@ class Settings:
     # saved and API-returned pictures: PNG with its `parameters` chunk, JPEG / WebP with EXIF UserComment
     samples_format: str = param("png", label="File format for images", noun="image format",
                                 choices=("png", "jpg", "webp"))
+    save_txt: bool = param(False, label="Create a text file with infotext next to every generated image")
 
     def validate(self) -> Settings:
         from .fields import validate

@@ -46,6 +46,13 @@ FIELDS = [
      lambda v: gr.ColorPicker(v)),
     ("upload_limit_mb", "Upload size limit in MB (a bigger request or upload is refused)",
      lambda v: gr.Number(v, precision=0)),
+    ("samples_format", "File format for images", lambda v: gr.Radio(["png", "jpg", "webp"], value=v)),
+    ("save_txt", "Create a text file with infotext next to every generated image", lambda v: gr.Checkbox(v)),
+    ("live_previews_enable", "Show live previews of the created image", lambda v: gr.Checkbox(v)),
+    ("show_progress_every_n_steps", "Live preview display period, in sampling steps (0: none while sampling)",
+     lambda v: gr.Slider(-1, 100, value=v, step=1)),
+    ("queue_limit", "Maximum number of jobs in the queue (UI and API together)",
+     lambda v: gr.Number(v, precision=0)),
 ]
 
 

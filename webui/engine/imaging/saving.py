@@ -92,3 +92,18 @@ def save_image(image: Image.Image, outdir: Path, seed: int | None, infotext: str
                     counter += 1
     finally:
         os.unlink(tmp)
+
+
+def save_text(picture: Path, infotext: str) -> Path:
+    """A1111's "Save text information": the infotext in a .txt beside the picture, written whole or not at all."""
+    target = Path(picture).with_suffix(".txt")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=".txt.tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(infotext)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

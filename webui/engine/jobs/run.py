@@ -178,28 +178,21 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
                             concat=None if concat is None else concat.expand(n, -1, -1, -1), keep=keep)
         try:
             latents = sampling.run(plan, model, begin, rng, batch_seeds, device, callback=step_callback)
+            if nan_check is not None:
+                nan_check.check_result(latents)
+            latents = start.finish_latents(latents, keep)
+            if second is not None:
+                latents = second.run(
+                    latents, batch_seeds, batch_subseeds, device, progress,
+                    lambda n: _step_callback(sampling.NaNCheck(n) if control.nan_check else None, control.on_step, n),
+                    lambda w, h, n: _txt2img_concat(components, params.replace(width=w, height=h)).to(device).expand(
+                        n, -1, -1, -1) if components.arch.inpainting else None)
         except Interrupted:
             result.interrupted = True
             break
         except Skipped:
             progress.done = (batch + 1) * calls
             continue
-        if nan_check is not None:
-            nan_check.check_result(latents)
-        latents = start.finish_latents(latents, keep)
-        if second is not None:
-            try:
-                latents = second.run(
-                    latents, batch_seeds, batch_subseeds, device, progress,
-                    lambda n: _step_callback(sampling.NaNCheck(n) if control.nan_check else None, control.on_step, n),
-                    lambda w, h, n: _txt2img_concat(components, params.replace(width=w, height=h)).to(device).expand(
-                        n, -1, -1, -1) if components.arch.inpainting else None)
-            except Interrupted:
-                result.interrupted = True
-                break
-            except Skipped:
-                progress.done = (batch + 1) * calls
-                continue
         if conditioning.padded:
             base.extra["Pad conds"] = "True"
         images = [start.finish(image) for image in decode.latents_to_images(components.vae, latents)]
