@@ -65,3 +65,12 @@ def test_request_styles_are_applied(api, data_dir):
                                                            "height": 64, "steps": 2}, timeout=120).json()
     assert json.loads(reply["info"])["infotexts"][0].startswith("a cat, sharp focus, 8k\nNegative prompt: blurry\n")
     assert reply["parameters"]["styles"] == ["Sharp"]
+
+
+def test_unload_reload_and_refresh_routes(api, manager, data_dir):
+    assert requests.post(f"{api}/sdapi/v1/unload-checkpoint", timeout=30).json() is None
+    assert manager.current is None
+    assert requests.post(f"{api}/sdapi/v1/reload-checkpoint", timeout=60).json() is None
+    assert manager.current.info.name == "tiny.safetensors"
+    for name in ("refresh-checkpoints", "refresh-vae", "refresh-embeddings", "refresh-loras"):
+        assert requests.post(f"{api}/sdapi/v1/{name}", timeout=30).status_code == 200, name
