@@ -96,7 +96,7 @@ class NotAvailable(UserError):
 def to_params(body: BaseModel) -> GenerationParams:
     """The typed request: fields left out (or null) take the API defaults; an `infotext` fills the fields the
     request did not send; sampler_index stands in for a missing sampler_name; old combined sampler names
-    ("DPM++ 2M Karras") are split. Raises UnknownSampler (400) and NotAvailable (501)."""
+    ("DPM++ 2M Karras") are split. Raises UnknownSampler (400)."""
     sent = {name for name in body.model_fields_set if getattr(body, name) is not None}
     pasted = parse_infotext(body.infotext) if body.infotext else None
     values = {}
