@@ -112,8 +112,8 @@ def test_extras_from_the_ui(served, tmp_path, data_dir):
 
     client = Client(served, verbose=False)
     source = saved_with_text(tmp_path / "ui.png")
-    gallery, info = client.predict(handle_file(str(source)), None, "Scale to", 2, 80, 80, True, "Lanczos", "None", 0,
-                                   api_name="/extras")
+    gallery, info = client.predict(handle_file(str(source)), None, "", "", "Scale to", 2, 80, 80, True, "Lanczos",
+                                   "None", 0, api_name="/extras")
     [item] = gallery
     with Image.open(item["image"]) as image:
         assert image.size == (80, 80)
@@ -121,6 +121,75 @@ def test_extras_from_the_ui(served, tmp_path, data_dir):
     [saved] = list((data_dir / "outputs" / "extras-images").rglob("*.png"))
     with Image.open(saved) as image:
         assert image.info["parameters"] == SOURCE_TEXT
+
+    # Batch from directory: every picture of the folder, other files skipped with a warning
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    saved_with_text(folder / "b.png")
+    picture().save(folder / "A.png")
+    (folder / "notes.txt").write_text("not a picture")
+    gallery, info = client.predict(None, None, str(folder), str(tmp_path / "out"), "Scale by", 2, 80, 80, True,
+                                   "Lanczos", "None", 0, api_name="/extras")
+    assert len(gallery) == 2 and "notes.txt skipped" in info
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000.png", "00001-42.png"]  # A.png, b.png
+    with pytest.raises(Exception, match="does not exist"):
+        client.predict(None, None, str(tmp_path / "nowhere"), "", "Scale by", 2, 80, 80, True, "Lanczos", "None",
+                       0, api_name="/extras")
+
+
+def test_folder_sources_are_the_folders_pictures_in_name_order(tmp_path):
+    saved_with_text(tmp_path / "b.png")
+    picture().save(tmp_path / "A.jpg")
+    picture().save(tmp_path / ".hidden.png")
+    (tmp_path / "c.txt").write_text("not a picture")
+    (tmp_path / "sub").mkdir()
+    picture().save(tmp_path / "sub" / "d.png")
+    sources = extras.FolderSources(tmp_path)
+    assert len(sources) == 3 and [p.name for p in sources.paths] == ["A.jpg", "b.png", "c.txt"]
+    opened = list(sources)
+    assert [(image.size, text) for image, text in opened] == [((40, 24), None), ((40, 24), SOURCE_TEXT)]
+    [warning] = sources.warnings
+    assert warning.startswith("c.txt skipped: Cannot read the picture c.txt")
+
+
+def test_folder_sources_refuse_what_is_no_folder_in_one_line(tmp_path):
+    from webui.engine.errors import UserError
+
+    (tmp_path / "file.png").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    for folder, message in [("", "give an input directory"), ("  ", "give an input directory"),
+                            (tmp_path / "missing", "does not exist"), (tmp_path / "file.png", "is a file"),
+                            (tmp_path / "empty", "has no files")]:
+        with pytest.raises(UserError, match=message):
+            extras.FolderSources(folder)
+
+
+def test_cli_extras_from_a_directory(tmp_path, capsys):
+    from webui.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    saved_with_text(folder / "one.png")
+    (folder / "readme.md").write_text("# not a picture")
+    out = tmp_path / "upscaled"
+    assert main(["extras", "--input-dir", str(folder), "--output-dir", str(out), "--data-dir", str(tmp_path),
+                 "--upscaler-1", "Lanczos"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(out / "00000-42.png")]
+    assert "warning: readme.md skipped" in captured.err
+    with Image.open(out / "00000-42.png") as image:
+        assert image.size == (80, 48) and image.info["parameters"] == SOURCE_TEXT
+    # without --output-dir: where single pictures go
+    assert main(["extras", "--input-dir", str(folder), "--data-dir", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "outputs" / "extras-images").rglob("*.png"))) == 1
+    capsys.readouterr()
+    assert main(["extras", "--input-dir", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path)]) == 2
+    assert main(["extras", "--input-dir", str(folder), str(folder / "one.png"), "--data-dir", str(tmp_path)]) == 2
+    assert main(["extras", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: input directory {tmp_path / 'nowhere'} does not exist",
+                   "error: give pictures to upscale or --input-dir, not both",
+                   "error: give pictures to upscale, or --input-dir with a folder of them"]
 
 
 def b64(image_bytes: bytes) -> str:

@@ -12,6 +12,7 @@ from .fields import param
 from .params import CLIP_SKIP_MAX, EMPHASIS_MODES, NOISE_MULTIPLIER_MAX, SEED_MAX
 
 RNG_SOURCES = ("CPU", "GPU")
+QUICKSETTINGS_DEFAULT = ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")  # A1111 1.10
 
 
 @dataclass
@@ -63,6 +64,18 @@ class Settings:
     samples_format: str = param("png", label="File format for images", noun="image format",
                                 choices=("png", "jpg", "webp"))
     save_txt: bool = param(False, label="Create a text file with infotext next to every generated image")
+    # A1111's quicksettings bar beside the checkpoint: the settings named here, changed there at once. Read when the
+    # UI is built (a change shows after a restart, as A1111's "requires UI reload"); a name not known is skipped.
+    quicksettings_list: list[str] = param(default_factory=lambda: list(QUICKSETTINGS_DEFAULT),
+                                          label="Quicksettings list")
+    # saved pictures' names (imaging/filenames.py lists the [tags]); "" = [seed], or [seed]-[prompt_spaces] when
+    # save_to_dirs is off, as A1111
+    samples_filename_pattern: str = param("", label="Images filename pattern")
+    save_images_add_number: bool = param(True, label="Add number to filename when saving")
+    save_to_dirs: bool = param(True, label="Save images to a subdirectory")
+    directories_filename_pattern: str = param("[date]", label="Directory name pattern")  # "" = [prompt_words]
+    # extensions (by folder name) the Extensions tab switched off; read at start-up, as A1111
+    disabled_extensions: list[str] = param(default_factory=list, label="Disabled extensions")
 
     def validate(self) -> Settings:
         from .fields import validate

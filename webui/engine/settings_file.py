@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 def _coerce(field: dataclasses.Field, value):
     """The JSON value as the field's type, or raise ValueError."""
-    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(field.type), None)
+    kind = {"int": int, "float": float, "bool": bool, "str": str, "list[str]": list}.get(str(field.type), None)
+    if kind is list:  # quicksettings_list and the like: A1111 stores a JSON list of names
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{field.name} must be a list of names, got {value!r}")
+        return list(value)
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..engine.errors import UserError
 from ..engine.manager import PipelineManager
-from . import extras, img2img, lora_browser, png_info, send_to, settings, txt2img
+from . import extras, img2img, lora_browser, png_info, quicksettings, send_to, settings, txt2img
 from .common import user_errors_as_gradio
 from .serving import MB, launch_options
 
@@ -28,10 +28,6 @@ def checkpoint_choices(manager: PipelineManager) -> list[tuple[str, str]]:
     return out
 
 
-def vae_choices(manager: PipelineManager) -> list[str]:
-    return ["Automatic", "None"] + [v.name for v in manager.list_vaes()]
-
-
 def model_status(manager: PipelineManager) -> str:
     model = manager.current
     if model is None:
@@ -41,12 +37,13 @@ def model_status(manager: PipelineManager) -> str:
 
 
 def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
+    """(the checkpoint dropdown, {setting name: its quicksettings control})."""
     choices = checkpoint_choices(manager)
-    with gr.Row():
+    with gr.Row(elem_id="quicksettings"):
         dropdown = gr.Dropdown(choices=choices, value=selected or (choices[0][1] if choices else None),
                                label="Stable Diffusion checkpoint", allow_custom_value=False, scale=4)
         refresh = gr.Button("🔄", scale=0, min_width=40)
-        vae = gr.Dropdown(choices=vae_choices(manager), value=manager.settings.sd_vae, label="SD VAE", scale=2)
+        quick = quicksettings.build(manager)
         unload = gr.Button("Unload", scale=0, min_width=80)
     status = gr.Markdown(model_status(manager), elem_id="model_status")
     # a job (from any tab, the API, another browser) may load or switch the model: the line follows
@@ -59,32 +56,29 @@ def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
             manager.select(name)
         return model_status(manager)
 
-    def select_vae(choice):
-        manager.update_settings(sd_vae=choice or "Automatic")
-        return model_status(manager)
-
     def do_unload():
         manager.unload()
         return model_status(manager)
+
+    listed = [name for name in quick if name in settings.LISTED]  # the VAE files, when the VAE is on the bar
 
     def do_refresh(current):
         names = checkpoint_choices(manager)
         values = [value for _, value in names]
         value = current if current in values else (values[0] if values else None)
-        return (gr.update(choices=names, value=value), gr.update(visible=not names),
-                gr.update(choices=vae_choices(manager)), model_status(manager))
+        lists = [settings.shown(name, manager) for name in listed]
+        return [gr.update(choices=names, value=value), gr.update(visible=not names), model_status(manager), *lists]
 
     dropdown.change(select, inputs=dropdown, outputs=status, api_name="load_checkpoint")
-    vae.change(select_vae, inputs=vae, outputs=status, api_name="select_vae")
     unload.click(do_unload, outputs=status, api_name="unload_checkpoint")
-    refresh.click(do_refresh, inputs=dropdown, outputs=[dropdown, notice, vae, status],
+    refresh.click(do_refresh, inputs=dropdown, outputs=[dropdown, notice, status, *(quick[n] for n in listed)],
                   api_name="refresh_checkpoints")
-    return dropdown
+    return dropdown, quick
 
 
 def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="Gouache", analytics_enabled=False) as demo:
-        ckpt = build_checkpoint_bar(manager, checkpoint)
+        ckpt, quick = build_checkpoint_bar(manager, checkpoint)
         with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
                 results = txt2img.build_tab(manager, Path(outdir), ckpt)
@@ -95,8 +89,9 @@ def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = N
             with gr.Tab("PNG Info", id="pnginfo"):
                 png_info.build(tabs, results["paste"], img2img_tab)
             with gr.Tab("Settings", id="settings"):
-                settings.build_tab(manager)
+                settings_tab = settings.build_tab(manager)
         send_to.wire(tabs, results, img2img_tab, Path(outdir))
+        quicksettings.wire(manager, quick, settings_tab)
     return demo
 
 

@@ -1,7 +1,10 @@
-"""The Settings tab: sampler, LoRA and img2img options A1111 keeps in settings. Applied at once; the next job uses them."""
+"""The Settings tab as A1111 lays it out: a search box, the sections listed on the left and the chosen one's settings
+on the right, one "Apply settings" for all. Applied at once; the next job uses them. make_widget is the one place a
+setting's control is made: the quicksettings bar (quicksettings.py) makes its controls with it too."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -11,7 +14,9 @@ from ..engine.manager import PipelineManager
 from ..engine.prompts.encoder import EMPHASIS_MODES
 from ..engine.settings import RNG_SOURCES, Settings
 
-# (field, label, component factory) in A1111's wording.
+CHECKPOINT = "sd_model_checkpoint"  # A1111's option; here the checkpoint dropdown on top (app.py), not a setting
+
+# (field, label, component factory) in A1111's wording. A new entry also goes in a SECTIONS section.
 FIELDS = [
     ("sd_checkpoints_limit", "Maximum number of checkpoints loaded at the same time (kept in RAM)",
      lambda v: gr.Slider(1, 10, value=v, step=1)),
@@ -53,35 +58,162 @@ FIELDS = [
      lambda v: gr.Slider(-1, 100, value=v, step=1)),
     ("queue_limit", "Maximum number of jobs in the queue (UI and API together)",
      lambda v: gr.Number(v, precision=0)),
+    ("samples_filename_pattern", "Images filename pattern ([seed], [prompt_spaces], [model_name], …; empty: [seed])",
+     lambda v: gr.Textbox(v)),
+    ("save_images_add_number", "Add number to filename when saving", lambda v: gr.Checkbox(v)),
+    ("save_to_dirs", "Save images to a subdirectory", lambda v: gr.Checkbox(v)),
+    ("directories_filename_pattern", "Directory name pattern (empty: [prompt_words])", lambda v: gr.Textbox(v)),
+    ("sd_vae", "SD VAE", lambda v: gr.Dropdown([v], value=v)),  # its files: LISTED
+    ("quicksettings_list", "Quicksettings list (settings shown beside the checkpoint; takes effect on restart)",
+     lambda v: gr.Dropdown(quicksettings_choices(), value=[n for n in v if n in quicksettings_choices()],
+                           multiselect=True)),
+]
+
+# A1111 1.10's sections and their order (A1111's names; "System" also holds what only Gouache has).
+SECTIONS = [
+    ("Saving images/grids", ["samples_format", "samples_filename_pattern", "save_images_add_number", "save_txt"]),
+    ("Saving to a directory", ["save_to_dirs", "directories_filename_pattern"]),
+    ("System", ["upload_limit_mb", "queue_limit"]),
+    ("Stable Diffusion", ["sd_checkpoints_limit", "emphasis", "CLIP_stop_at_last_layers", "randn_source"]),
+    ("VAE", ["sd_vae"]),
+    ("img2img", ["inpainting_mask_weight", "initial_noise_multiplier", "img2img_fix_steps",
+                 "img2img_background_color"]),
+    ("Optimizations", ["cross_attention_optimization"]),
+    ("Extra Networks", ["lora_in_memory_limit"]),
+    ("User interface", ["quicksettings_list"]),
+    ("Live previews", ["live_previews_enable", "show_progress_every_n_steps"]),
+    ("Sampler parameters", ["eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min",
+                            "sigma_max", "rho", "eta_noise_seed_delta", "always_discard_next_to_last_sigma",
+                            "beta_dist_alpha", "beta_dist_beta"]),
 ]
 
 
-def build_tab(manager: PipelineManager):
-    current = manager.settings
-    with gr.Column():
-        gr.Markdown("### Sampler, LoRA and img2img options")
-        widgets = []
-        for name, label, make in FIELDS:
-            widget = make(getattr(current, name))
-            widget.label = label
-            widgets.append(widget)
-        apply = gr.Button("Apply settings", variant="primary")
-        status = gr.Markdown()
+def vae_choices(manager: PipelineManager) -> list[str]:
+    return ["Automatic", "None"] + [v.name for v in manager.list_vaes()]
+
+
+# settings whose choices are files on disk: read when the control is made and again by the bar's 🔄
+LISTED = {"sd_vae": vae_choices}
+
+
+def quicksettings_choices() -> list[str]:
+    return [CHECKPOINT] + [name for name, _, _ in FIELDS if name != "quicksettings_list"]
+
+
+def label_of(name: str) -> str:
+    return next(label for n, label, _ in FIELDS if n == name)
+
+
+def _choices(name: str, manager: PipelineManager, value) -> list[str]:
+    listed = LISTED[name](manager)
+    return listed if value in listed else listed + [value]  # a file gone since: shown, not a refused Apply
+
+
+def make_widget(name: str, manager: PipelineManager, **attrs):
+    """The control for setting `name` at its stored value, with its label; `attrs` (elem_id, scale, …) are set
+    on it."""
+    make = next(m for n, _, m in FIELDS if n == name)
+    value = getattr(manager.settings, name)
+    widget = make(value)
+    widget.label = label_of(name)
+    if name in LISTED:
+        widget.choices = [(c, c) for c in _choices(name, manager, value)]
+    for key, attr in attrs.items():
+        setattr(widget, key, attr)
+    return widget
+
+
+def shown(name: str, manager: PipelineManager):
+    """What puts setting `name`'s control back on the stored value (after a refused change, or a change
+    made elsewhere); a file list is re-read."""
+    value = getattr(manager.settings, name)
+    if name in LISTED:
+        return gr.update(value=value, choices=_choices(name, manager, value))
+    return value
+
+
+def coerce(name: str, value):
+    """The control's value as setting `name`'s type; a UserError naming the setting when it is not one (a
+    cleared number box, a cleared dropdown)."""
+    kind = {f.name: str(f.type) for f in dataclasses.fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{label_of(name)} must be a number, got {value!r}") from None
+    if kind == "bool":
+        return bool(value)
+    if kind == "list[str]":
+        return list(value or [])
+    if not isinstance(value, str):
+        raise UserError(f"{label_of(name)} must be chosen, got {value!r}")
+    return value
+
+
+def matching(query: str) -> set[str]:
+    """The settings whose label contains `query`, ignoring case (A1111's "Search..."); all of them for none."""
+    query = (query or "").strip().lower()
+    return {name for name, label, _ in FIELDS if query in label.lower()}
+
+
+def sections() -> list[tuple[str, list[str]]]:
+    """SECTIONS, and "Other" for a setting not placed yet: the tab still shows it (the section test fails)."""
+    placed = {name for _, names in SECTIONS for name in names}
+    other = [name for name, _, _ in FIELDS if name not in placed]
+    return SECTIONS + [("Other", other)] if other else SECTIONS
+
+
+def layout(query: str, section: str) -> tuple[set[str], set[str]]:
+    """(the sections shown, the settings shown): while searching, every section with a match and only the
+    matches; else the chosen section, whole."""
+    if not (query or "").strip():
+        return {section}, {name for name, _, _ in FIELDS}
+    found = matching(query)
+    return {title for title, names in sections() if found.intersection(names)}, found
+
+
+@dataclass
+class SettingsTab:
+    widgets: dict  # setting name → its control
+    applied: object  # the Apply click's event: what follows a change (the quicksettings bar) chains on it
+
+
+def build_tab(manager: PipelineManager) -> SettingsTab:
+    titles = [title for title, _ in sections()]
+    with gr.Row():
+        search = gr.Textbox(placeholder="Search...", show_label=False, elem_id="settings_search", scale=4)
+        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1)
+    status = gr.Markdown(elem_id="settings_result")
+    widgets, columns = {}, []
+    with gr.Row():
+        with gr.Column(scale=1, min_width=180):
+            picker = gr.Radio(titles, value=titles[0], show_label=False, elem_id="settings_sections")
+        with gr.Column(scale=5):
+            for title, names in sections():
+                with gr.Column(visible=title == titles[0]) as column:
+                    gr.Markdown(f"### {title}")
+                    for name in names:
+                        widgets[name] = make_widget(name, manager, elem_id=f"setting_{name}")
+                columns.append(column)
+    ordered = [widgets[name] for name, _, _ in FIELDS]  # the apply_settings API takes them in FIELDS order
+
+    def show(query, section):
+        sections, names = layout(query, section)
+        return ([gr.update(visible=title in sections) for title in titles]
+                + [gr.update(visible=name in names) for name, _, _ in FIELDS])
+
+    gr.on([search.change, picker.change], show, inputs=[search, picker], outputs=columns + ordered,
+          api_name=False, show_progress="hidden")
 
     def apply_settings(*values):
-        types = {f.name: f.type for f in dataclasses.fields(Settings)}
-        changes = {}
-        for (name, label, _), value in zip(FIELDS, values):
-            kind = types[name]
-            try:
-                changes[name] = (int(value) if kind == "int" else float(value) if kind == "float"
-                                 else bool(value) if kind == "bool" else value)
-            except (TypeError, ValueError, OverflowError):
-                return f"Not applied: {label} must be a number, got {value!r}"
         try:
+            changes = {name: coerce(name, value) for (name, _, _), value in zip(FIELDS, values)}
             manager.update_settings(**changes)  # a running job keeps its snapshot; a bad value stores nothing
         except UserError as e:
             return f"Not applied: {e}"
         return "Settings applied."
 
-    apply.click(apply_settings, inputs=widgets, outputs=status, api_name="apply_settings")
+    applied = apply.click(apply_settings, inputs=ordered, outputs=status, api_name="apply_settings")
+    return SettingsTab(widgets, applied)

@@ -1,4 +1,5 @@
-"""Saving generated images: A1111's folder layout and numbering, with the infotext embedded."""
+"""Saving generated images: A1111's folder layout and numbering (its file and folder name patterns: filenames.py),
+with the infotext embedded."""
 from __future__ import annotations
 
 import datetime
@@ -10,7 +11,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import metadata
+from ..settings import Settings
+from . import filenames, metadata
+from .filenames import Naming
+
+__all__ = ["Naming", "clean_temp_files", "next_counter", "save_image", "save_text"]
 
 _counter_lock = threading.Lock()
 _leading_number = re.compile(r"^(\d+)")
@@ -21,10 +26,11 @@ _temp_name = re.compile(r"^\.(\d+)-.*" + re.escape(TEMP_SUFFIX) + "$")
 
 
 def clean_temp_files(outdir: Path) -> int:
-    """Remove the half-written PNGs of processes that no longer run (a kill during a save), under outdir's date
-    folders; a temp file of a process that still runs is left alone. Returns how many were removed."""
+    """Remove the half-written PNGs of processes that no longer run (a kill during a save), anywhere under outdir
+    (the directory name pattern can make folders at any depth, or none); a temp file of a process that still
+    runs is left alone. Returns how many were removed."""
     removed = 0
-    for path in Path(outdir).glob(f"*/.*{TEMP_SUFFIX}"):
+    for path in Path(outdir).rglob(f".*{TEMP_SUFFIX}"):
         m = _temp_name.match(path.name)
         if m is None or _alive(int(m.group(1))):
             continue
@@ -51,23 +57,36 @@ def _umask() -> int:
 
 
 def next_counter(folder: Path) -> int:
-    """One more than the largest leading number of a file in folder (A1111's counter)."""
-    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _leading_number.match(p.name))]
+    """One more than the largest leading number of a file in folder (A1111's counter). Files only: with
+    save_to_dirs off, the 2024-01-02 folders of earlier saves must not make the next number 2025 (A1111's does)."""
+    with os.scandir(folder) as entries:
+        numbers = [int(m.group(1)) for e in entries if (m := _leading_number.match(e.name)) and e.is_file()]
     return max(numbers, default=-1) + 1
 
 
 def save_image(image: Image.Image, outdir: Path, seed: int | None, infotext: str | None,
-               today: datetime.date | None = None, fmt: str = "png", texts: dict[str, str] | None = None) -> Path:
-    """Write outdir/YYYY-MM-DD/NNNNN-SEED.png (NNNNN.png without a seed; .jpg, .webp: the `samples_format`
-    setting) with its infotext (metadata.py: PNG's `parameters` chunk, else EXIF UserComment; `texts`: more PNG
-    chunks) and return its path.
+               today: datetime.date | None = None, fmt: str = "png", texts: dict[str, str] | None = None,
+               naming: Naming | None = None) -> Path:
+    """Write the picture with its infotext (metadata.py: PNG's `parameters` chunk, else EXIF UserComment;
+    `texts`: more PNG chunks) and return its path. .jpg, .webp: the `samples_format` setting.
+
+    Where, by `naming`'s settings (filenames.py; the defaults without it): outdir/DATE/NNNNN-SEED.png, A1111's
+    "Save images to a subdirectory" with "[date]" and "Images filename pattern" "[seed]"; NNNNN.png without a
+    seed. `today` stands in for the date of [date].
 
     Written to a temp file first and linked into place, so a reader never sees half a PNG and an existing
-    file is never overwritten (a taken number moves on to the next)."""
-    folder = Path(outdir) / (today or datetime.date.today()).isoformat()
+    file is never overwritten (a taken number moves on to the next; without numbers, "-1", "-2"… is added,
+    A1111's "Add number suffix")."""
+    naming = naming or Naming()
+    settings = naming.settings or Settings()
+    generator = filenames.FilenameGenerator(naming, seed, image, today or datetime.date.today())
+    folder = Path(outdir).joinpath(*filenames.folder_parts(generator, settings))
+    decoration = filenames.decoration(generator, settings)
+    numbered = settings.save_images_add_number or not decoration
     folder.mkdir(parents=True, exist_ok=True)
     data = metadata.encode(image, infotext, fmt, texts)  # before a temp file exists: a bad format leaves nothing
     suffix = "jpg" if fmt.lower() == "jpeg" else fmt.lower()
+    limit = filenames.name_max(folder)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.getpid()}-", suffix=TEMP_SUFFIX, dir=folder)
     try:
         # mkstemp makes 0600 files; outputs get what an ordinary new file gets (0644 under the usual umask)
@@ -75,16 +94,16 @@ def save_image(image: Image.Image, outdir: Path, seed: int | None, infotext: str
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         with _counter_lock:
-            counter = next_counter(folder)
+            counter = next_counter(folder) if numbered else 0
             while True:
-                target = folder / (f"{counter:05d}-{seed}.{suffix}" if seed is not None else
-                                   f"{counter:05d}.{suffix}")
+                target = folder / (filenames.file_name(decoration, suffix, limit, counter) if numbered else
+                                   filenames.file_name(decoration, suffix, limit, None, retry=counter))
                 try:
                     os.link(tmp, target)
                     return target
                 except FileExistsError:
                     counter += 1
-                except OSError:  # no hard links on this filesystem: the lock still keeps numbers unique
+                except OSError:  # no hard links on this filesystem: the lock still keeps names unique
                     if not target.exists():
                         os.replace(tmp, target)
                         open(tmp, "wb").close()  # for the unlink below

@@ -4,14 +4,20 @@ infotext is carried over, and what was done is recorded as A1111's `postprocessi
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
 from .. import fields
+from ..errors import UserError
 from ..fields import param
 from ..imaging import upscalers
 from ..params import SIZE_MAX
+
+log = logging.getLogger(__name__)
 
 SCALE_BY, SCALE_TO = 0, 1
 RESIZE_MODES = ("Scale by", "Scale to")
@@ -85,3 +91,52 @@ def run(image: Image.Image, p: ExtrasParams) -> tuple[Image.Image, str]:
 
 def _number(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def open_source(path) -> tuple[Image.Image, str | None]:
+    """(the picture at path, decoded, its infotext or None); InvalidImage for a file that is no picture or one
+    over EXTRAS_MAX_SIDE²."""
+    from ..imaging.open import open_limited
+    from ..infotext import infotext_of_image
+
+    with open_limited(Path(path), EXTRAS_MAX_SIDE * EXTRAS_MAX_SIDE, f"Picture {Path(path).name}") as image:
+        image.load()
+        return image.copy(), infotext_of_image(image)
+
+
+class FolderSources:
+    """A1111's Batch from directory: every file of a folder as an extras source, in name order (ignoring case;
+    hidden files and subfolders left out, as A1111's listfiles). Each is opened only when the job reaches it,
+    so a folder of thousands is never in memory at once; a file that is not a picture is skipped, as A1111
+    skips it, and named in `warnings`. A missing or unreadable folder is a UserError at once, before queueing."""
+
+    def __init__(self, folder):
+        if folder is None or not str(folder).strip():
+            raise UserError("give an input directory: the folder whose pictures to process")
+        self.folder = Path(str(folder).strip()).expanduser()
+        try:
+            with os.scandir(self.folder) as entries:
+                names = [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+        except FileNotFoundError:
+            raise UserError(f"input directory {self.folder} does not exist") from None
+        except NotADirectoryError:
+            raise UserError(f"input directory {self.folder} is a file, not a folder") from None
+        except OSError as e:
+            raise UserError(f"cannot read input directory {self.folder}: {e.strerror or e}") from None
+        if not names:
+            raise UserError(f"input directory {self.folder} has no files to process")
+        self.paths = [self.folder / name for name in sorted(names, key=lambda n: (n.lower(), n))]
+        self.warnings: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self):
+        for path in self.paths:
+            try:
+                source = open_source(path)
+            except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a file that is no picture
+                self.warnings.append(f"{path.name} skipped: {e}")
+                log.warning("Batch from directory: %s skipped: %s", path, e)
+                continue
+            yield source
