@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -33,6 +34,7 @@ from .infotext import format_infotext
 from .lora.activation import ModelLoras, lora_requests
 from .lora.library import LoraLibrary
 from .params import GenerationParams
+from .patches import JobPatches
 from .prompts.embeddings import EmbeddingDatabase
 from .prompts.conditioning import prompt_token_count
 from .prompts.parser import extract_extra_networks
@@ -160,6 +162,9 @@ class PipelineManager:
         # another one does not change it). It survives Unload, so the next such job reloads it, as A1111 does.
         self.selected: CheckpointInfo | None = None
         self._bare_encoder: PromptEncoder | None = None  # token counting before any model is loaded
+        # called with each LoadedModel as it is built (the Script API's on_model_loaded); an error in one is
+        # logged, never a failed load
+        self.model_listeners: list[Callable[[LoadedModel], None]] = []
 
     def list_checkpoints(self) -> list[CheckpointInfo]:
         return list_checkpoints(self.ckpt_dir)
@@ -206,6 +211,11 @@ class PipelineManager:
         loaded = LoadedModel(info, self.hashes, components, denoiser, self._text_side(components),
                              baked_vae=components.vae, loras=ModelLoras(components))
         log.info("loaded %s (%s)", info.name, arch.name)  # not .title: that would hash the file now
+        for listener in self.model_listeners:
+            try:
+                listener(loaded)
+            except Exception:
+                log.exception("a model-loaded callback failed for %s", info.name)
         return loaded
 
     def _text_side(self, parts: architecture.Components):
@@ -470,10 +480,13 @@ class PipelineManager:
             return img2img.prepare(model.components, request, settings, init_image, mask)
         return self._generate(params, outdir, "img2img-images", on_progress, prepare, on_saved, task)
 
-    def extras(self, sources: list, params, outdir: Path | None, task_id: str | None = None) -> Processed:
+    def extras(self, sources: list, params, outdir: Path | None, task_id: str | None = None,
+               output_dir: Path | None = None) -> Processed:
         """Extras (jobs/extras.py) for each (picture, its infotext or None) in `sources`, in the job queue like
         every job; saved under outdir/extras-images/DATE/ with the source's infotext and A1111's
-        `postprocessing` text. Processed.infotexts holds the postprocessing texts."""
+        `postprocessing` text. Processed.infotexts holds the postprocessing texts. `sources` may be a
+        jobs.extras.FolderSources (Batch from directory): its skipped files become Processed.warnings.
+        `output_dir`: Batch from directory's output folder, the pictures saved right in it (A1111)."""
         from .infotext import parse_infotext
         from .jobs import extras
 
@@ -490,11 +503,15 @@ class PipelineManager:
                 result, text = extras.run(image, params)
                 processed.images.append(result)
                 processed.infotexts.append(text)
-                if outdir is not None:
-                    seed = parse_infotext(infotext).seed if infotext else None
-                    path = images.save_image(result, Path(outdir) / "extras-images", seed if seed != -1 else None,
-                                             infotext, fmt=processed.format, texts={"postprocessing": text})
+                if outdir is not None or output_dir is not None:
+                    source = parse_infotext(infotext) if infotext else None
+                    seed = source.seed if source is not None and source.seed != -1 else None
+                    path = images.save_image(result, Path(output_dir or Path(outdir) / "extras-images"), seed,
+                                             infotext, fmt=processed.format, texts={"postprocessing": text},
+                                             naming=images.Naming(source, self.settings_snapshot(),
+                                                                  styles=self.styles, folders=output_dir is None))
                     processed.paths.append(path)
+        processed.warnings = list(getattr(sources, "warnings", []))
         return processed
 
     def _generate(self, params: GenerationParams, outdir: Path | None, subdir: str, on_progress,
@@ -509,12 +526,17 @@ class PipelineManager:
 
         def keep_image(item):  # each image as it is made: an interrupt or a kill loses only the one in progress
             text = format_infotext(item.params)
+            if options.before_save is not None:
+                image, text = options.before_save(item.image, text)
+                item = dataclasses.replace(item, image=image)
             processed.images.append(item.image)
             processed.params.append(item.params)
             processed.infotexts.append(text)
             if outdir is not None:
                 path = images.save_image(item.image, Path(outdir) / subdir, item.params.seed, text,
-                                         fmt=processed.format)
+                                         fmt=processed.format, naming=images.Naming(
+                                             item.params, settings, job=params, index=len(processed.images) - 1,
+                                             styles=self.styles, started=task.started_at))
                 if processed.save_txt:
                     images.save_text(path, text)
                 processed.paths.append(path)
@@ -544,8 +566,12 @@ class PipelineManager:
                 vae_hash=model.vae_sha256[:10] if model.vae_sha256 else None,
                 extra={**{k: v for k, v in params.extra.items() if k != "Lora hashes"}, **loras.infotext})
             control = self._control(task, model, settings, on_progress, keep_image)
-            result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
-                                   device=self.device, start=start)
+            for name, hook in options.hooks.items():
+                setattr(control, name, hook)
+            patches = options.patches or JobPatches()
+            with patches.applied(model.components):  # undone even when the job fails: the next job is clean
+                result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
+                                       device=self.device, start=start, patches=patches)
         processed.interrupted, processed.extra_networks = result.interrupted, result.extra_networks
         processed.warnings = warnings + loras.warnings
         return processed
@@ -554,9 +580,13 @@ class PipelineManager:
 @dataclass
 class JobOptions:
     """How one job is run, beside what it makes: its queue task id (None: a new one) and settings that apply to
-    it alone (A1111's override_settings; Settings names)."""
+    it alone (A1111's override_settings; Settings names); `hooks`: JobControl hook points by name (the Script
+    API's, webui/scripts/processing.py); `patches`: model patches for this job alone (engine/patches.py)."""
     task_id: str | None = None
     settings: dict = field(default_factory=dict)
+    hooks: dict = field(default_factory=dict)
+    patches: JobPatches | None = None
+    before_save: Callable | None = None  # (image, infotext) -> (image, infotext), just before a picture is saved
 
     def settings_overrides(self) -> dict:
         unknown = sorted(set(self.settings) - {f.name for f in dataclasses.fields(Settings)})

@@ -166,10 +166,11 @@ class SecondPass:
         return cls(components, params, plan_, upscaler, to, t_enc, schedule_steps, conditioning, record)
 
     def run(self, latents: torch.Tensor, seeds: list[int], subseeds: list[int], device, on_model_call,
-            callback_for, concat_for) -> torch.Tensor:
+            callback_for, concat_for, patches=None, before_sampling=None) -> torch.Tensor:
         """The batch's first-pass latents → its second-pass latents. `callback_for(steps)`: the sampler
         callback (NaN check, progress report); `concat_for(width, height, n)`: an inpainting model's
-        txt2img conditioning at the new size, else None."""
+        txt2img conditioning at the new size, else None. `patches`: the job's denoiser-side patches;
+        `before_sampling("hires", start latent, conditioning)`: the Script API's hook."""
         from ..rng import ImageRNG
         from ..samplers.denoiser import CFGDenoiser
         from . import decode, img2img
@@ -185,7 +186,10 @@ class SecondPass:
         height, width = up.shape[-2] * 8, up.shape[-1] * 8
         family = self.components.arch.model_family
         model = CFGDenoiser(self.plan.denoiser, self.conditioning, p.cfg_scale, on_step=on_model_call,
-                            time_ids=family.time_ids(height, width), concat=concat_for(width, height, len(seeds)))
+                            time_ids=family.time_ids(height, width), concat=concat_for(width, height, len(seeds)),
+                            patches=patches, total_steps=self.sampling_steps)
+        if before_sampling is not None:
+            before_sampling("hires", begin.x, self.conditioning)
         callback = callback_for(self.sampling_steps)
         out = sampling.run(self.plan, model, begin, rng, seeds, device, callback=callback)
         if not bool(torch.isfinite(out).all()) and callback is not None:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from ..params import GenerationParams
+from ..patches import JobPatches
 from ..prompts.conditioning import build_conditioning
 from ..prompts.encoder import PromptEncoder
 from ..rng import ImageRNG, job_seeds
@@ -40,6 +41,14 @@ class JobControl:
     # after each sampler step: (step from 1, the sampler's steps, the batch's predicted latents); the queue's
     # task keeps a cheap preview of it (manager.py)
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
+    # the Script API's hook points (webui/scripts): before each sampling pass ("first" or "hires", the batch's
+    # start latent, the conditioning), before the hires pass, a batch's pictures (may be replaced), each picture
+    # with its params (may be replaced) before it is kept and saved
+    before_batch: Callable[[int, list, list], None] | None = None  # (batch index, its seeds, its variation seeds)
+    before_sampling: Callable[[str, torch.Tensor, object], None] | None = None
+    before_hires: Callable[[int], None] | None = None
+    postprocess_batch: Callable[[list, int], list] | None = None
+    postprocess_image: Callable[[GeneratedImage], GeneratedImage] | None = None
 
 
 @dataclass
@@ -133,10 +142,12 @@ def _step_callback(nan_check, on_step, steps: int):
 @torch.no_grad()
 def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
              control: JobControl | None = None, encoder: PromptEncoder | None = None,
-             device: torch.device | None = None, start: FromNoise | FromImage | None = None) -> JobResult:
+             device: torch.device | None = None, start: FromNoise | FromImage | None = None,
+             patches: JobPatches | None = None) -> JobResult:
     """`settings`: the job's snapshot (the manager takes it under its lock); `params` is resolved against it.
     `device`: where sampling runs; by default the UNet's (with --medvram the UNet waits on the CPU).
-    `start`: FromImage (jobs/img2img.py builds it) or, by default, noise."""
+    `start`: FromImage (jobs/img2img.py builds it) or, by default, noise. `patches`: the job's denoiser-side
+    patches (model wrappers, CFG function and hooks); the manager applies the model-side ones."""
     settings = settings or Settings()
     params = resolve(params.validate(), settings)
     control = control or JobControl()
@@ -172,21 +183,29 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
                        (params.seed_resize_from_w, params.seed_resize_from_h), plan.ensd, plan.rng_source)
         if control.on_batch is not None:
             control.on_batch(batch, params.n_iter)
+        if control.before_batch is not None:
+            control.before_batch(batch, batch_seeds, batch_subseeds)
         begin, keep = start.begin(plan, rng, batch_seeds, device)
         n = len(batch_seeds)
         model = CFGDenoiser(plan.denoiser, conditioning, params.cfg_scale, on_step=progress, time_ids=time_ids,
-                            concat=None if concat is None else concat.expand(n, -1, -1, -1), keep=keep)
+                            concat=None if concat is None else concat.expand(n, -1, -1, -1), keep=keep,
+                            patches=patches, total_steps=steps)
         try:
+            if control.before_sampling is not None:
+                control.before_sampling("first", begin.x, conditioning)
             latents = sampling.run(plan, model, begin, rng, batch_seeds, device, callback=step_callback)
             if nan_check is not None:
                 nan_check.check_result(latents)
             latents = start.finish_latents(latents, keep)
             if second is not None:
+                if control.before_hires is not None:
+                    control.before_hires(batch)
                 latents = second.run(
                     latents, batch_seeds, batch_subseeds, device, progress,
                     lambda n: _step_callback(sampling.NaNCheck(n) if control.nan_check else None, control.on_step, n),
                     lambda w, h, n: _txt2img_concat(components, params.replace(width=w, height=h)).to(device).expand(
-                        n, -1, -1, -1) if components.arch.inpainting else None)
+                        n, -1, -1, -1) if components.arch.inpainting else None, patches,
+                    control.before_sampling)
         except Interrupted:
             result.interrupted = True
             break
@@ -196,8 +215,13 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
         if conditioning.padded:
             base.extra["Pad conds"] = "True"
         images = [start.finish(image) for image in decode.latents_to_images(components.vae, latents)]
+        if control.postprocess_batch is not None:
+            images = control.postprocess_batch(images, batch)
         for seed, subseed, image in zip(batch_seeds, batch_subseeds, images):
-            result.images.append(GeneratedImage(image, _own_params(base, params, seed, subseed)))
+            item = GeneratedImage(image, _own_params(base, params, seed, subseed))
+            if control.postprocess_image is not None:
+                item = control.postprocess_image(item)
+            result.images.append(item)
             if control.on_image is not None:
                 control.on_image(result.images[-1])
     if control.on_progress and not result.interrupted:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..patches import CFGArgs, CFGStep, default_cfg
+
 
 def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
     """The training noise schedule, computed in float64 as LDM does, then kept in float32."""
@@ -120,8 +122,12 @@ class CFGDenoiser:
 
     def __init__(self, model: DiscreteEpsDenoiser, conditioning, cfg_scale: float, on_step=None,
                  time_ids: torch.Tensor | None = None, concat: torch.Tensor | None = None,
-                 keep: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 keep: tuple[torch.Tensor, torch.Tensor] | None = None, patches=None, total_steps: int = 0):
         self.model, self.conditioning, self.cfg_scale = model, conditioning, cfg_scale
+        # a job's denoiser-side patches (engine/patches.py): model wrappers, CFG function, CFG hooks
+        self.patches, self.total_steps = patches, total_steps
+        self.apply_model = patches.wrapped_model(model) if patches is not None else model
+        self.combine = patches.combine() if patches is not None else default_cfg
         # inpainting with an ordinary model: (init latent, mask with 1 where it is kept); every prediction is
         # the init latent there, as A1111's CFGDenoiser blends after denoising
         self.keep = keep
@@ -137,9 +143,14 @@ class CFGDenoiser:
             self.on_step()
         conds, weights, uncond = self.conditioning.at_step(self.step)
         pooled = self.conditioning.pooled_at_step(self.step)
-        self.step += 1
         n = x.shape[0]
         sigma = sigma.reshape(-1).expand(n) if sigma.numel() == 1 else sigma
+        hooked = self.patches is not None and self.patches.touches_denoiser
+        if hooked:
+            state = self._hooks("before_model", CFGStep(x, sigma, self.step, self.total_steps, list(conds), uncond,
+                                                        self.concat, self.model))
+            x, sigma, conds, uncond = state.x, state.sigma, state.conds, state.uncond
+        self.step += 1
         parts = len(conds)
         context = torch.cat([c.expand(n, -1, -1) for c in conds] + [uncond.expand(n, -1, -1)])
         added = None
@@ -150,14 +161,22 @@ class CFGDenoiser:
             added = {"text_embeds": embeds,
                      "time_ids": torch.cat([ids[:1].expand(parts * n, -1), ids[-1:].expand(n, -1)])}
         concat = self.concat.repeat(parts + 1, 1, 1, 1) if self.concat is not None else None
-        out = self.model(x.repeat(parts + 1, 1, 1, 1), sigma.repeat(parts + 1), context, added, concat)
+        out = self.apply_model(x.repeat(parts + 1, 1, 1, 1), sigma.repeat(parts + 1), context, added, concat)
+        if hooked:
+            out = self._hooks("after_model", CFGStep(out, sigma, state.step, self.total_steps, conds, uncond,
+                                                     self.concat, self.model)).x
         uncond_out = out[parts * n:]
-        denoised = uncond_out.clone()
-        for i, weight in enumerate(weights):
-            denoised += (out[i * n:(i + 1) * n] - uncond_out) * (weight * self.cfg_scale)
+        denoised = self.combine(CFGArgs([out[i * n:(i + 1) * n] for i in range(parts)], uncond_out, list(weights),
+                                        self.cfg_scale, x, sigma))
+        if hooked:
+            denoised = self._hooks("after_cfg", CFGStep(denoised, sigma, state.step, self.total_steps, conds, uncond,
+                                                        self.concat, self.model)).x
         if self.keep is not None:
             init, mask = self.keep
             denoised = init * mask + denoised * (1 - mask)
         return denoised
 
-
+    def _hooks(self, which: str, state):
+        for fn in getattr(self.patches, which):
+            fn(state)
+        return state
