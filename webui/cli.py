@@ -43,6 +43,13 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--disable-nan-check", action="store_true",
                    help="save whatever a job makes even when its latent turns NaN (a black picture) instead of "
                         "stopping with an error")
+    ext = p.add_argument_group("scripts and extensions")
+    ext.add_argument("--extensions-dir", type=Path, default=None,
+                     help="user extensions folder (default: DATA_DIR/extensions)")
+    ext.add_argument("--disable-all-extensions", action="store_true",
+                     help="load no user extension (the built-in scripts stay)")
+    ext.add_argument("--enable-insecure-extension-access", action="store_true",
+                     help="run extensions' install.py (arbitrary code from their folders)")
 
 
 def launch_parser() -> argparse.ArgumentParser:
@@ -133,6 +140,11 @@ def txt2img_parser(prog: str = "webui txt2img", description: str = "Generate ima
                                      metavar="DENOISING_STRENGTH",
                                      help=f"hires fix's denoising strength (0.0-1.0; default {DEFAULT_DENOISE})")
     add_field_flags(p, params_cls or GenerationParams, groups)
+    scripts = p.add_argument_group("script")
+    scripts.add_argument("--script", default=None, metavar="NAME",
+                         help='a selectable script by title, e.g. "X/Y/Z plot" (A1111\'s script_name)')
+    scripts.add_argument("--script-args", default=None, metavar="JSON",
+                         help="the script's arguments as a JSON list, in A1111's order (its script_args)")
     return p
 
 
@@ -174,6 +186,47 @@ def _manager(args):
                            vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
                            offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none",
                            lora_dir=args.lora_dir, nan_check=not args.disable_nan_check)
+
+
+def _scripts(args, manager):
+    """The built-in scripts and the enabled user extensions, their model-loaded callbacks on the manager."""
+    from .scripts.extensions import load_scripts
+
+    user_dir = None if args.disable_all_extensions else (args.extensions_dir or args.data_dir / "extensions")
+    system = load_scripts(user_dir, set(manager.settings.disabled_extensions),
+                          allow_install=args.enable_insecure_extension_access)
+    system.connect(manager)
+    for line in system.errors:
+        print(f"warning: extension: {line}", file=sys.stderr)
+    return system
+
+
+def _script_job(args, manager, params, outdir, img2img=False, init=None, mask=None):
+    """The job with --script (or any always-on extension), else the manager's own."""
+    import json
+
+    from .engine.errors import UserError
+    from .scripts.jobs import run_job
+
+    system = _scripts(args, manager)
+    runner = system.runner(img2img)
+    script_args = None
+    if args.script or args.script_args:
+        try:
+            given = json.loads(args.script_args) if args.script_args else []
+        except json.JSONDecodeError as e:
+            raise UserError(f"--script-args is not JSON: {e}") from None
+        if not isinstance(given, list):
+            raise UserError("--script-args must be a JSON list, e.g. '[1, \"Euler, DDIM\"]'")
+        if not args.script:
+            raise UserError("--script-args needs --script NAME")
+        script_args = runner.build_args(args.script, given, None)
+    processed = run_job(system, manager, params, outdir, args=script_args, init=init, mask=mask, img2img=img2img,
+                        on_progress=ProgressBar())
+    if getattr(processed, "from_script", False) or runner.alwayson:
+        for path in processed.paths:
+            _print_path(path)
+    return processed
 
 
 def _print_path(path) -> None:
@@ -220,7 +273,20 @@ def run_txt2img(argv: list[str]) -> int:
         # no size asked for: the size the checkpoint was trained at, where it says (the demo model: 64×64)
         width, height = manager.native_size(args.ckpt) or (params.width, params.height)
         params = params.replace(width=width, height=height)
+    if args.script or args.script_args or _has_alwayson(args, manager):
+        return _report(_script_job(args, manager, params, outdir))
     return _report(manager.txt2img(params, outdir, on_saved=_print_path, on_progress=ProgressBar()))
+
+
+def _has_alwayson(args, manager) -> bool:
+    """Whether a user extension is installed and enabled (the built-in scripts are all selectable)."""
+    if args.disable_all_extensions:
+        return False
+    from .scripts.extensions import discover
+
+    folder = args.extensions_dir or args.data_dir / "extensions"
+    disabled = set(manager.settings.disabled_extensions)
+    return any(e.enabled and e.script_files for e in discover(folder, disabled) if not e.builtin)
 
 
 def run_img2img(argv: list[str]) -> int:
@@ -242,8 +308,10 @@ def run_img2img(argv: list[str]) -> int:
         _check_scaled_size(args.scale, init.size, (width, height))
         params = params.replace(width=width, height=height)
     _, outdir = _paths(args)
-    return _report(_manager(args).img2img(params, init, mask, outdir, on_saved=_print_path,
-                                          on_progress=ProgressBar()))
+    manager = _manager(args)
+    if args.script or args.script_args or _has_alwayson(args, manager):
+        return _report(_script_job(args, manager, params, outdir, img2img=True, init=init, mask=mask))
+    return _report(manager.img2img(params, init, mask, outdir, on_saved=_print_path, on_progress=ProgressBar()))
 
 
 def _check_scaled_size(scale: float, size: tuple[int, int], scaled: tuple[int, int]) -> None:
@@ -257,12 +325,17 @@ def _check_scaled_size(scale: float, size: tuple[int, int], scaled: tuple[int, i
 
 
 def run_extras(argv: list[str]) -> int:
-    """A1111's Extras tab headless: upscale pictures, keeping their infotext; prints each saved path."""
+    """A1111's Extras tab headless: upscale pictures, or every picture of a folder (Batch from directory),
+    keeping their infotext; prints each saved path."""
     from .engine.imaging import upscalers
     from .engine.jobs.extras import SCALE_BY, SCALE_TO, ExtrasParams
 
     p = argparse.ArgumentParser(prog="webui extras", description=run_extras.__doc__)
-    p.add_argument("images", nargs="+", type=Path, help="pictures to upscale")
+    p.add_argument("images", nargs="*", type=Path, help="pictures to upscale (or --input-dir)")
+    p.add_argument("--input-dir", type=Path, default=None,
+                   help="upscale every picture in this folder, in name order; other files are skipped")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="save right in this folder (default: OUTDIR/extras-images/DATE/)")
     p.add_argument("--data-dir", type=Path, default=Path("."))
     p.add_argument("--outdir", type=Path, default=None, help="outputs root (default: DATA_DIR/outputs)")
     p.add_argument("--upscaler-1", default="Lanczos", help=f"one of {', '.join(upscalers.names())}")
@@ -276,9 +349,12 @@ def run_extras(argv: list[str]) -> int:
     from .engine.errors import UserError
     from .engine.infotext import infotext_of_image
     from .engine.imaging.open import open_limited
-    from .engine.jobs.extras import EXTRAS_MAX_SIDE
+    from .engine.jobs.extras import EXTRAS_MAX_SIDE, FolderSources
     from .engine.manager import PipelineManager
 
+    if bool(args.images) == (args.input_dir is not None):
+        raise UserError("give pictures to upscale or --input-dir, not both" if args.images else
+                        "give pictures to upscale, or --input-dir with a folder of them")
     if (args.width is None) != (args.height is None):
         raise UserError("--width and --height go together")
     if args.width is not None and args.scale is not None:
@@ -288,7 +364,7 @@ def run_extras(argv: list[str]) -> int:
                           upscaling_resize_w=args.width or 512, upscaling_resize_h=args.height or 512,
                           upscaling_crop=not args.no_crop, upscaler_1=args.upscaler_1, upscaler_2=args.upscaler_2,
                           extras_upscaler_2_visibility=args.upscaler_2_visibility).validate()
-    sources = []
+    sources = [] if args.input_dir is None else FolderSources(args.input_dir)
     for path in args.images:
         with open_limited(path, EXTRAS_MAX_SIDE * EXTRAS_MAX_SIDE, f"Picture {path}") as image:
             image.load()
@@ -296,8 +372,11 @@ def run_extras(argv: list[str]) -> int:
     outdir = args.outdir or args.data_dir / "outputs"
     manager = PipelineManager(args.data_dir / "models" / "Stable-diffusion", args.data_dir,
                               settings_path=args.data_dir / "config.json", device="cpu")
-    for path in manager.extras(sources, params, outdir).paths:
+    processed = manager.extras(sources, params, outdir, output_dir=args.output_dir)
+    for path in processed.paths:
         _print_path(path)
+    for warning in processed.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

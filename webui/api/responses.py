@@ -35,7 +35,9 @@ def info_json(processed: Processed, request: GenerationParams, started: datetime
         "sd_vae_name": first.vae, "sd_vae_hash": first.vae_hash,
         "seed_resize_from_w": first.seed_resize_from_w or -1, "seed_resize_from_h": first.seed_resize_from_h or -1,
         "denoising_strength": first.denoising_strength, "extra_generation_params": extra,
-        "index_of_first_image": 0, "infotexts": list(processed.infotexts), "styles": [],
+        # a script's grids come before its pictures (X/Y/Z plot)
+        "index_of_first_image": getattr(processed, "index_of_first_image", 0),
+        "infotexts": list(processed.infotexts), "styles": [],
         "job_timestamp": started.strftime("%Y%m%d%H%M%S"), "clip_skip": first.clip_skip or 1,
         "is_using_inpainting_conditioning": "Conditional mask weight" in format_keys(first),
         "version": VERSION, "task_id": processed.task_id, "interrupted": processed.interrupted,

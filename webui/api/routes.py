@@ -28,7 +28,9 @@ from ..engine.manager import JobOptions, PipelineManager
 from ..engine.samplers.schedules import SCHEDULES
 from ..engine.settings import Settings
 from ..engine.settings_file import coerce_settings
+from ..engine.errors import UserError
 from ..engine.fields import InvalidParams
+from ..scripts.jobs import run_job as run_script_job
 from . import extras
 from . import options as options_api
 from .auth import basic_auth_dependency
@@ -48,6 +50,7 @@ class ApiConfig:
     flags: dict = field(default_factory=dict)  # /cmd-flags: the launch flags
     credentials: dict[str, str] = field(default_factory=dict)  # --api-auth
     api_log: bool = False
+    scripts: Any = None  # webui.scripts.extensions.ScriptSystem: script_name / alwayson_scripts, /scripts
 
 
 class _JobRunner:
@@ -78,15 +81,41 @@ def _override(body, request) -> tuple[Any, JobOptions, dict]:
     return request, JobOptions(task_id=body.force_task_id, settings=settings), settings
 
 
-def _check_scripts(body) -> None:
-    """No script is installed yet: naming one is A1111's 422 (empty alwayson args, which clients send to
-    switch an extension off, are accepted)."""
-    if body.script_name:
-        raise _Unprocessable(f"Script '{body.script_name}' not found")
-    for name, value in (body.alwayson_scripts or {}).items():
-        args = value.get("args") if isinstance(value, dict) else None
-        if args:
-            raise _Unprocessable(f"always on script {name} not found")
+def _script_args(body, system, img2img: bool) -> list | None:
+    """A1111's flat script arguments for the request, or None (no script involved). An unknown script or
+    too many arguments is A1111's 422; empty alwayson args for a script not installed are accepted (clients
+    send them to switch an extension off)."""
+    if not body.script_name and not any((v.get("args") if isinstance(v, dict) else v)
+                                        for v in (body.alwayson_scripts or {}).values()):
+        return None
+    if system is None:
+        raise _Unprocessable(f"Script '{body.script_name}' not found" if body.script_name else
+                             f"always on script {next(iter(body.alwayson_scripts))} not found")
+    try:
+        return system.runner(img2img).build_args(body.script_name, body.script_args,
+                                                 body.alwayson_scripts)
+    except UserError as e:
+        raise _Unprocessable(str(e)) from None
+
+
+def script_infos(system) -> list[dict]:
+    """A1111's /script-info: every script of both tabs with its arguments' labels, defaults and bounds."""
+    infos = []
+    for runner in (system.txt2img, system.img2img):
+        runner.ensure_args_layout()
+        for script in runner.scripts:
+            infos.append({"name": script.name, "is_alwayson": script.alwayson, "is_img2img": runner.is_img2img,
+                          "args": [_arg_info(c) for c in script.controls or []]})
+    return infos
+
+
+def _arg_info(component) -> dict:
+    choices = getattr(component, "choices", None)
+    if choices:
+        choices = [c[1] if isinstance(c, (tuple, list)) else c for c in choices]
+    return {"label": getattr(component, "label", None), "value": getattr(component, "value", None),
+            "minimum": getattr(component, "minimum", None), "maximum": getattr(component, "maximum", None),
+            "step": getattr(component, "step", None), "choices": choices or None}
 
 
 class _Unprocessable(InvalidParams):
@@ -99,7 +128,7 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
     run_job = _JobRunner()
 
     def generate(body, img2img: bool) -> dict:
-        _check_scripts(body)
+        script_args = _script_args(body, config.scripts, img2img)
         request, options, overridden = _override(body, to_params(body))
         outdir = config.outdir if body.save_images else None
         started = datetime.datetime.now()
@@ -110,9 +139,10 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
                 raise InvalidParams("init_images holds more than one image; send one per request")
             init = open_base64(body.init_images[0], MAX_INIT_PIXELS, "Init image")
             mask = open_base64(body.mask, MAX_INIT_PIXELS, "Mask") if body.mask else None
-            processed = manager.img2img(request, init, mask, outdir, task=options)
         else:
-            processed = manager.txt2img(request, outdir, task=options)
+            init = mask = None
+        processed = run_script_job(config.scripts, manager, request, outdir, options, script_args, init, mask,
+                                   img2img)
         if not body.override_settings_restore_afterwards:  # A1111: the overrides stay set
             if overridden or request.vae:
                 manager.update_settings(**overridden, **({"sd_vae": request.vae} if request.vae else {}))
@@ -269,13 +299,19 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
         return [{"name": info.name, "alias": info.alias, "path": str(info.path), "metadata": info.metadata()}
                 for info in manager.loras.list()]
 
-    for name in ("prompt-styles", "hypernetworks", "face-restorers", "realesrgan-models", "script-info",
-                 "extensions"):
+    for name in ("prompt-styles", "hypernetworks", "face-restorers", "realesrgan-models", "extensions"):
         router.add_api_route(f"{PREFIX}/{name}", _empty_list, methods=["GET"], name=name)
 
     @router.get(f"{PREFIX}/scripts")
     async def scripts():
-        return {"txt2img": [], "img2img": []}
+        system = config.scripts
+        if system is None:
+            return {"txt2img": [], "img2img": []}
+        return {tab: [s.name for s in system.runner(tab == "img2img").scripts] for tab in ("txt2img", "img2img")}
+
+    @router.get(f"{PREFIX}/script-info")
+    def script_info():
+        return script_infos(config.scripts) if config.scripts is not None else []
 
     @router.get(f"{PREFIX}/memory")
     def memory():
