@@ -415,20 +415,25 @@ def run_ui(argv: list[str]) -> int:
                  if k not in ("api_auth", "gradio_auth")}  # /cmd-flags never shows a password
         api = ApiConfig(outdir, flags=flags, credentials=api_credentials, api_log=args.api_log)
     manager = _manager(args)
+    scripts = _scripts(args, manager)
+    if api is not None:
+        api.scripts = scripts
     if args.nowebui:
         from .api.server import NOWEBUI_PORT, serve
+        from .scripts import callbacks
         from .ui.app import preload
 
         if args.ckpt:
             manager.select(args.ckpt)
         else:
             preload(manager)
-        serve(manager, api, host, args.port or NOWEBUI_PORT, cors=args.cors_allow_origins)
+        serve(manager, api, host, args.port or NOWEBUI_PORT, cors=args.cors_allow_origins,
+              on_app=lambda app: callbacks.run("app_started", None, app))
         return 0
     from .ui.app import launch
 
     launch(manager, outdir=outdir, checkpoint=args.ckpt, host=host, port=args.port or 7860, api=api,
-           gradio_auth=list(gradio_credentials.items()) or None, cors=args.cors_allow_origins)
+           gradio_auth=list(gradio_credentials.items()) or None, cors=args.cors_allow_origins, scripts=scripts)
     return 0
 
 

@@ -43,11 +43,14 @@ def standalone_app(manager: PipelineManager, config: ApiConfig, cors: str | None
 
 
 def serve(manager: PipelineManager, config: ApiConfig, host: str, port: int, cors: str | None = None,
-          on_started: Callable[[], None] | None = None) -> None:
+          on_started: Callable[[], None] | None = None, on_app: Callable | None = None) -> None:
+    """`on_app(app)`: called with the FastAPI app before serving (extensions' on_app_started add routes)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(standalone_app(manager, config, cors), host=host, port=port,
-                                           log_level="info"))
+    app = standalone_app(manager, config, cors)
+    if on_app is not None:
+        on_app(app)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     if on_started is not None:
         on_started()
     server.run()

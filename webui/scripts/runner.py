@@ -45,15 +45,19 @@ class ScriptRunner:
     def titles(self) -> list[str]:
         return [s.display_title for s in self.selectable]
 
-    def setup_ui(self, make_group=None) -> list:
+    def setup_ui(self, make_group=None, between=None) -> list:
         """Build each script's components (inside the caller's gradio context) and lay out the argument list.
-        make_group(script) -> context manager wrapping a script's components (an accordion, a hidden group).
+        make_group(script) -> context manager wrapping a script's components (an accordion, a hidden group);
+        between(): called after the always-on scripts, before the selectable ones (the Script dropdown).
         A script whose ui() raises is dropped with a message."""
         import contextlib
 
         kept = []
         self.inputs = [None]
         for script in self.scripts:
+            if between is not None and script is (self.selectable[0] if self.selectable else None):
+                between()
+                between = None
             group = make_group(script) if make_group is not None else contextlib.nullcontext()
             try:
                 with group:
@@ -67,6 +71,8 @@ class ScriptRunner:
             self.inputs.extend(controls)
             script.args_to = len(self.inputs)
             kept.append(script)
+        if between is not None:
+            between()
         self.alwayson = [s for s in self.alwayson if s in kept]
         self.selectable = [s for s in self.selectable if s in kept]
         self.scripts = kept

@@ -9,7 +9,8 @@ import gradio as gr
 
 from ..engine.errors import UserError
 from ..engine.manager import PipelineManager
-from . import extras, img2img, lora_browser, png_info, quicksettings, send_to, settings, txt2img
+from ..scripts import callbacks
+from . import extensions_tab, extras, img2img, lora_browser, png_info, quicksettings, send_to, settings, txt2img
 from .common import user_errors_as_gradio
 from .serving import MB, launch_options
 
@@ -76,23 +77,58 @@ def build_checkpoint_bar(manager: PipelineManager, selected: str | None):
     return dropdown, quick
 
 
-def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = None) -> gr.Blocks:
+def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = None, scripts=None) -> gr.Blocks:
+    """`scripts`: the ScriptSystem (webui/scripts/extensions.py) whose scripts the generation tabs show and
+    whose extensions add tabs (on_ui_tabs) and the Extensions tab; None: neither."""
+    if scripts is not None:
+        callbacks.run("before_ui")
     with gr.Blocks(title="Gouache", analytics_enabled=False) as demo:
         ckpt, quick = build_checkpoint_bar(manager, checkpoint)
         with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                results = txt2img.build_tab(manager, Path(outdir), ckpt)
+                results = txt2img.build_tab(manager, Path(outdir), ckpt, scripts)
             with gr.Tab("img2img", id="img2img"):
-                img2img_tab = img2img.build(manager, Path(outdir), ckpt)
+                img2img_tab = img2img.build(manager, Path(outdir), ckpt, scripts)
             with gr.Tab("Extras", id="extras"):
                 extras.build(manager, Path(outdir))
             with gr.Tab("PNG Info", id="pnginfo"):
                 png_info.build(tabs, results["paste"], img2img_tab)
+            if scripts is not None:
+                _extension_tabs()
             with gr.Tab("Settings", id="settings"):
                 settings_tab = settings.build_tab(manager)
+            if scripts is not None:
+                with gr.Tab("Extensions", id="extensions"):
+                    extensions_tab.build(manager, scripts)
         send_to.wire(tabs, results, img2img_tab, Path(outdir))
         quicksettings.wire(manager, quick, settings_tab)
     return demo
+
+
+def _extension_tabs() -> None:
+    """Tabs extensions add through on_ui_tabs: each callback returns [(blocks, title, elem_id), …]; a failing
+    one is reported in the log and the Extensions tab, the others still show."""
+    for result in callbacks.run("ui_tabs"):
+        for entry in result or []:
+            try:
+                blocks, title, elem_id = entry
+                with gr.Tab(title, id=elem_id):
+                    blocks.render()
+            except Exception as e:  # an extension's mistake: that tab is left out
+                message = f"an on_ui_tabs tab could not be shown: {type(e).__name__}: {e}"
+                logging.getLogger(__name__).error(message)
+                callbacks.errors.append(message)
+
+
+def extension_head(scripts) -> str:
+    """Extensions' style.css and javascript/*.js, for the page head."""
+    import html
+
+    parts = [f"<style>{scripts.css}</style>"] if scripts.css else []
+    for path in scripts.javascript:
+        parts.append(f"<script data-extension-file=\"{html.escape(path.name)}\">"
+                     f"{path.read_text(encoding='utf-8', errors='replace')}</script>")
+    return "\n".join(parts)
 
 
 def serve_options(demo: gr.Blocks, manager: PipelineManager, outdir: Path) -> dict:
@@ -120,15 +156,17 @@ def preload(manager: PipelineManager) -> None:
 
 
 def launch(manager: PipelineManager, outdir: Path, checkpoint: str | None, host: str, port: int, api=None,
-           gradio_auth: list[tuple[str, str]] | None = None, cors: str | None = None):
+           gradio_auth: list[tuple[str, str]] | None = None, cors: str | None = None, scripts=None):
     """Serve the UI; `api` (webui.api.routes.ApiConfig): A1111's /sdapi/v1 routes on the same server, sharing
-    the manager and its job queue."""
+    the manager and its job queue; `scripts`: the ScriptSystem (its on_app_started callbacks get the app)."""
     if checkpoint:
         manager.select(checkpoint)
     else:
         preload(manager)
-    demo = build_app(manager, outdir, manager.current.info.name if manager.current else None)
+    demo = build_app(manager, outdir, manager.current.info.name if manager.current else None, scripts)
     options = serve_options(demo, manager, outdir)
+    if scripts is not None:
+        options["head"] = extension_head(scripts)
     if api is not None or cors:
         from ..api.server import DOCS, cors_middleware
 
@@ -141,4 +179,6 @@ def launch(manager: PipelineManager, outdir: Path, checkpoint: str | None, host:
         from ..api.server import attach
 
         attach(app, manager, api)
+    if scripts is not None:
+        callbacks.run("app_started", demo, app)
     demo.block_thread()

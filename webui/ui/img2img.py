@@ -21,7 +21,8 @@ from ..engine.jobs.img2img import MAX_INIT_PIXELS
 from ..engine.manager import PipelineManager
 from ..engine.imaging.masks import mask_to_l
 from ..engine.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, GenerationParams
-from . import live, lora_browser
+from ..scripts.jobs import run_job
+from . import live, lora_browser, scripts_panel
 from .common import (
     follow_native_size,
     label_of,
@@ -260,10 +261,12 @@ def _editor(label: str, elem_id: str, brush: gr.Brush | None = None) -> gr.Image
                                        brush=brush, sources=("upload", "clipboard"), elem_id=elem_id, height=480))
 
 
-def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None = None) -> Img2ImgTab:
-    """Build the tab's contents inside the current gr.Tab."""
+def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None = None,
+          scripts=None) -> Img2ImgTab:
+    """Build the tab's contents inside the current gr.Tab; `scripts`: the ScriptSystem whose img2img scripts
+    it shows."""
     # One namespace for the panel builders and the wiring, so each helper takes only what it builds or reads.
-    ui = SimpleNamespace(last=gr.State({"infotexts": [], "seeds": []}))
+    ui = SimpleNamespace(last=gr.State({"infotexts": [], "seeds": []}), scripts=scripts)
     outdir = Path(outdir)
     _prompt_panel(ui, manager)
     with gr.Row():
@@ -271,6 +274,7 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
             _input_tabs(ui)
             _sampling_controls(ui, manager)
             _inpaint_controls(ui)
+            ui.script_inputs = scripts_panel.build(scripts.img2img if scripts else None, "img2img")
         _output_panel(ui)
     _wire_generate(ui, manager, outdir, checkpoint)
     follow_native_size(manager, checkpoint, ui.width, ui.height)
@@ -379,7 +383,7 @@ def _output_panel(ui: SimpleNamespace) -> None:
         ui.sizes = gr.State({})  # mode → (w, h) of its image, for the "Resize by" note
 
 
-def _img2img_handler(manager: PipelineManager, outdir: Path):
+def _img2img_handler(manager: PipelineManager, outdir: Path, scripts=None):
     """The Generate button's and the `/img2img` endpoint's function."""
     @user_errors_as_gradio
     def img2img(mode, init_image, mask, prompt, negative_prompt, sampler_name, scheduler, steps, width, height,
@@ -387,7 +391,7 @@ def _img2img_handler(manager: PipelineManager, outdir: Path):
                 masked_content, inpaint_area, inpaint_full_res_padding, sketch=None, inpaint=None,
                 inpaint_sketch=None, inpaint_image=None, mask_alpha=0, size_mode="Resize to", scale=1.0,
                 subseed=-1, subseed_strength=0.0, seed_resize_from_w=0, seed_resize_from_h=0, checkpoint=None,
-                progress=gr.Progress()):  # noqa: B008  (gradio's way to ask for a progress tracker)
+                progress=gr.Progress(), *script_values):  # noqa: B008  (gradio's way to ask for a progress tracker)
         mode = mode_name(mode)
         inpainting = mode in INPAINT_MODES
         blur = int(mask_blur)
@@ -409,15 +413,17 @@ def _img2img_handler(manager: PipelineManager, outdir: Path):
                 inpainting_fill=_choice(masked_content, MASKED_CONTENT, "masked content"),
                 inpaint_full_res=bool(_choice(inpaint_area, INPAINT_AREAS, "inpaint area")),
                 inpaint_full_res_padding=int(inpaint_full_res_padding))
+        args = scripts_panel.script_args(script_values)
         processed = yield from live.run_with_previews(
-            lambda task: manager.img2img(request, image, mask if inpainting else None, outdir, task=task,
-                                         on_progress=lambda done, total: progress((done, total), desc="Sampling")),
+            lambda task: run_job(scripts, manager, request, outdir, task, args, image, mask if inpainting else None,
+                                 img2img=True,
+                                 on_progress=lambda done, total: progress((done, total), desc="Sampling")),
             manager, (request.width, request.height), lambda preview: ([preview], gr.update(), gr.update()))
         texts = processed.infotexts
         note = "\n\nInterrupted." if processed.interrupted else ""
         note += "".join(f"\n\nWarning: {w}" for w in processed.warnings)
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params]}
-        yield [str(p) for p in processed.paths], (texts[0] if texts else "") + note, state
+        yield scripts_panel.result_outputs(processed)[0], (texts[0] if texts else "") + note, state
 
     return img2img
 
@@ -430,9 +436,10 @@ def _wire_generate(ui: SimpleNamespace, manager: PipelineManager, outdir: Path,
               ui.resize_mode, ui.mask_blur, ui.mask_mode, ui.masked_content, ui.inpaint_area, ui.padding,
               ui.sketch, ui.inpaint, ui.inpaint_sketch, ui.inpaint_image, ui.mask_alpha, ui.size_mode, ui.scale,
               *ui.seeds.inputs]
-    if checkpoint is not None:
-        inputs.append(checkpoint)
-    ui.generate.click(_img2img_handler(manager, outdir), inputs=inputs, outputs=[ui.gallery, ui.info, ui.last],
+    # the checkpoint always holds its place: the script values follow it
+    inputs.append(checkpoint if checkpoint is not None else gr.State(None))
+    inputs += ui.script_inputs
+    ui.generate.click(_img2img_handler(manager, outdir, ui.scripts), inputs=inputs, outputs=[ui.gallery, ui.info, ui.last],
                       api_name="img2img")
     ui.interrupt.click(manager.interrupt, api_name=False, queue=False)
     ui.skip.click(manager.skip, api_name=False, queue=False)

@@ -11,7 +11,8 @@ from ..engine.jobs import hires
 from ..engine.manager import PipelineManager
 from ..engine.infotext import field_values, format_infotext, infotext_fields, parse_infotext
 from ..engine.params import GenerationParams
-from . import live, lora_browser
+from ..scripts.jobs import run_job
+from . import live, lora_browser, scripts_panel
 from .common import follow_native_size, label_of, seed_controls, size_sliders, slider_for, user_errors_as_gradio
 
 
@@ -27,11 +28,11 @@ def embeddings_markdown(manager: PipelineManager) -> str:
     return "\n".join(lines)
 
 
-def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown) -> dict:
+def build_tab(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown, scripts=None) -> dict:
     """Returns what "Send to" needs: {"path", "infotext" (hidden textboxes of the selected result), "img2img",
-    "inpaint" (the buttons)}."""
+    "inpaint" (the buttons)}. `scripts`: the ScriptSystem (webui/scripts) whose txt2img scripts the tab shows."""
     # One namespace for the panel builders and the wiring, so each helper takes only what it builds or reads.
-    ui = SimpleNamespace(last=gr.State({"infotexts": [], "seeds": [], "paths": []}))
+    ui = SimpleNamespace(last=gr.State({"infotexts": [], "seeds": [], "paths": []}), scripts=scripts)
     _prompt_panel(ui, manager)
     with gr.Row():
         _settings_panel(ui, manager)
@@ -85,6 +86,7 @@ def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
         with gr.Accordion("Textual inversion", open=False):
             ui.embeddings = gr.Markdown(embeddings_markdown(manager))
             ui.refresh_embeddings = gr.Button("Refresh embeddings")
+        ui.script_inputs = scripts_panel.build(ui.scripts.txt2img if ui.scripts else None, "txt2img")
 
 
 def _styles_row(ui: SimpleNamespace, manager: PipelineManager) -> None:
@@ -245,14 +247,14 @@ def _output_panel(ui: SimpleNamespace) -> None:
         ui.selected_info = gr.Textbox(visible=False)
 
 
-def _txt2img_handler(manager: PipelineManager, outdir: Path):
+def _txt2img_handler(manager: PipelineManager, outdir: Path, scripts=None):
     """The Generate button's and the `/txt2img` endpoint's function."""
     @user_errors_as_gradio
     def txt2img(checkpoint, prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter,
                 batch_size, cfg_scale, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0,
                 seed_resize_from_h=0, enable_hr=False, hr_upscaler=None, hr_steps=0, hr_denoise=None, hr_scale=2.0,
                 hr_resize_x=0, hr_resize_y=0, hr_sampler=USE_SAME, hr_scheduler="Automatic", hr_prompt="",
-                hr_negative_prompt="", overrides=None, styles=None, progress=gr.Progress()):
+                hr_negative_prompt="", overrides=None, styles=None, progress=gr.Progress(), *script_values):
         request = GenerationParams(
             prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
             steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
@@ -262,16 +264,17 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path):
                 enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_resize_x, hr_resize_y, hr_sampler,
                 hr_scheduler, hr_prompt, hr_negative_prompt), **override_fields(overrides),
             styles=list(styles or []))
+        args = scripts_panel.script_args(script_values)
         processed = yield from live.run_with_previews(
-            lambda task: manager.txt2img(request, outdir, task=task,
-                                         on_progress=lambda done, total: progress((done, total), desc="Sampling")),
+            lambda task: run_job(scripts, manager, request, outdir, task, args,
+                                 on_progress=lambda done, total: progress((done, total), desc="Sampling")),
             manager, (request.width, request.height), lambda preview: ([preview], gr.update(), gr.update()))
         texts = processed.infotexts
         note = "\n\nInterrupted." if processed.interrupted else ""
         note += "".join(f"\n\nWarning: {w}" for w in processed.warnings)
-        paths = [str(p) for p in processed.paths]
+        shown, paths = scripts_panel.result_outputs(processed)
         state = {"infotexts": texts, "seeds": [p.seed for p in processed.params], "paths": paths}
-        yield paths, (texts[0] if texts else "") + note, state
+        yield shown, (texts[0] if texts else "") + note, state
 
     return txt2img
 
@@ -298,10 +301,10 @@ def _wire_events(ui: SimpleNamespace, manager: PipelineManager, outdir: Path, ch
             return "", "", ""
         return texts[evt.index], paths[evt.index] if evt.index < len(paths) else "", texts[evt.index]
 
-    ui.generate.click(_txt2img_handler(manager, outdir),
+    ui.generate.click(_txt2img_handler(manager, outdir, ui.scripts),
                       inputs=[checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width,
                               ui.height, ui.n_iter, ui.batch_size, ui.cfg_scale, ui.seeds.seed, *ui.seeds.inputs,
-                              *ui.hires_inputs, ui.overrides, ui.styles],
+                              *ui.hires_inputs, ui.overrides, ui.styles, *ui.script_inputs],
                       outputs=[ui.gallery, ui.info, ui.last], api_name="txt2img").then(
         lambda state: (state["paths"][0], state["infotexts"][0]) if state.get("paths") else ("", ""),
         inputs=ui.last, outputs=[ui.selected_path, ui.selected_info], api_name=False)

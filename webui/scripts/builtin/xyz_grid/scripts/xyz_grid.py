@@ -262,9 +262,10 @@ class Script(scripts.Script):
             with gr.Row():
                 kind = gr.Dropdown(label=f"{axis.upper()} type", choices=labels, value=labels[default], type="index",
                                    elem_id=self.elem_id(f"{axis}_type"))
-                values = gr.Textbox(label=f"{axis.upper()} values", lines=1, elem_id=self.elem_id(f"{axis}_values"))
+                values = gr.Textbox(label=f"{axis.upper()} values", value="", lines=1,
+                                    elem_id=self.elem_id(f"{axis}_values"))
                 dropdown = gr.Dropdown(label=f"{axis.upper()} values", visible=False, multiselect=True,
-                                       interactive=True, choices=[])
+                                       interactive=True, choices=[], value=[])
             kind.change(self._select_axis, inputs=[kind], outputs=[values, dropdown])
             controls += [kind, values, dropdown]
         with gr.Row():

@@ -1,0 +1,81 @@
+"""Scripts in the UI: the Script dropdown runs X/Y/Z plot from the txt2img tab (as a browser's Generate does,
+over gradio's HTTP endpoint), always-on extensions show and work on both tabs, the Extensions tab saves
+enable/disable."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import small
+from webui.scripts import callbacks
+from webui.scripts.extensions import load_scripts
+
+REPO_EXTENSIONS = Path(__file__).resolve().parents[1] / "extensions"
+
+
+@pytest.fixture
+def app_with_scripts(manager, data_dir):
+    from webui.ui.app import build_app
+
+    callbacks.clear()
+    shutil.copytree(REPO_EXTENSIONS / "attention-boost", data_dir / "extensions" / "attention-boost")
+    system = load_scripts(data_dir / "extensions")
+    demo = build_app(manager, data_dir / "outputs", "tiny.safetensors", system)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        allowed_paths=[str(data_dir / "outputs")])
+    yield system, f"http://127.0.0.1:{port}/"
+    demo.close()
+    callbacks.clear()
+
+
+def test_xyz_plot_from_the_txt2img_tab(app_with_scripts, manager):
+    from gradio_client import Client
+
+    system, url = app_with_scripts
+    client = Client(url, verbose=False)
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/txt2img"]
+    names = [p["label"] for p in info["parameters"]]
+    assert "Script" in names and "X type" in names and "Enable" in names
+    kwargs = {}
+    firsts = {}
+    for param in info["parameters"]:
+        firsts.setdefault(param["label"], param["parameter_name"])
+    kwargs[firsts["Script"]] = "X/Y/Z plot"
+    kwargs[firsts["X type"]] = "Steps"
+    kwargs[firsts["X values"]] = "1-2"  # the text box; the dropdown of the same label comes after it
+    positional = ["tiny.safetensors", "a cat", "ugly", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 77]
+    for value, param in zip(positional, info["parameters"]):
+        kwargs[param["parameter_name"]] = value
+    missing = [p["label"] for p in info["parameters"] if not p["parameter_has_default"]
+               and p["parameter_name"] not in kwargs]
+    assert not missing, missing
+    gallery, text = client.predict(**kwargs, api_name="/txt2img")
+    assert len(gallery) == 1, "the grid alone (sub images off)"
+    grid = Image.open(gallery[0]["image"])
+    assert grid.width == 2 * 64 and grid.height > 64, "two cells, a legend row above (no Y labels: no left margin)"
+    assert "Script: X/Y/Z plot, X Type: Steps, X Values: 1-2" in text
+    one = manager.txt2img(small(steps=1, seed=77, sampler_name="Euler", cfg_scale=7.0, prompt="a cat",
+                                negative_prompt="ugly"), None)
+    cells = np.asarray(grid.convert("RGB"))[-64:, -128:-64]
+    assert np.array_equal(cells, np.asarray(one.images[0]))
+
+
+def test_extensions_tab_saves_disabled_extensions(app_with_scripts, manager, data_dir):
+    from gradio_client import Client
+
+    _, url = app_with_scripts
+    manager.settings_path = data_dir / "config.json"  # as the launched UI's manager: every change saved
+    status = Client(url, verbose=False).predict([], api_name="/extensions_apply")
+    assert "1 disabled" in status
+    assert manager.settings.disabled_extensions == ["attention-boost"]
+    assert json.loads((data_dir / "config.json").read_text())["disabled_extensions"] == ["attention-boost"]
+    assert load_scripts(data_dir / "extensions", set(manager.settings.disabled_extensions)).txt2img.alwayson == []
