@@ -11,6 +11,7 @@ from ..engine.jobs import hires
 from ..engine.manager import PipelineManager
 from ..engine.infotext import field_values, format_infotext, infotext_fields, parse_infotext
 from ..engine.params import GenerationParams
+from ..scripts import callbacks
 from ..scripts.jobs import run_job
 from . import live, lora_browser, scripts_panel
 from .common import follow_native_size, label_of, seed_controls, size_sliders, slider_for, user_errors_as_gradio
@@ -212,6 +213,8 @@ class Paste:
 
     def values(self, text: str) -> list:
         p = parse_infotext(text or "")
+        # extensions see what was pasted (A1111's on_infotext_pasted); their fields stay in p.extra
+        callbacks.run("infotext_pasted", text or "", {**p.extra, "Prompt": p.prompt})
         chips = override_chips(p)
         # A1111's "Apply if any": styles whose text the prompts end with come back as selected styles
         styles, prompt, negative = self.manager.styles.extract(p.prompt, p.negative_prompt)
