@@ -93,6 +93,7 @@ class Processed:
     task_id: str | None = None  # its id in the job queue
     format: str = "png"  # the file format its pictures are saved and sent in (samples_format)
     save_txt: bool = False  # each saved picture gets its infotext beside it as a .txt (A1111's save_txt)
+    grid_path: Path | None = None  # a job of several pictures: their grid, saved (the grid_save setting)
 
 
 def default_device() -> torch.device:
@@ -574,7 +575,21 @@ class PipelineManager:
                                        device=self.device, start=start, patches=patches)
         processed.interrupted, processed.extra_networks = result.interrupted, result.extra_networks
         processed.warnings = warnings + loras.warnings
+        if outdir is not None and options.save_grid and settings.grid_save and len(processed.images) > 1:
+            processed.grid_path = self._save_grid(processed, Path(outdir) / subdir.replace("-images", "-grids"),
+                                                  settings, params.batch_size)
         return processed
+
+    @staticmethod
+    def _save_grid(processed: Processed, folder: Path, settings: Settings, batch_size: int) -> Path:
+        """A1111's grid of a job's pictures (grid-NNNN.png under DATE/), with the first picture's infotext."""
+        from .imaging import grid
+
+        rows = grid.grid_rows(len(processed.images), batch_size, settings.n_rows,
+                              settings.grid_prevent_empty_spots)
+        picture = grid.image_grid(processed.images, rows)
+        return images.save_image(picture, folder, None, processed.infotexts[0], fmt=processed.format,
+                                 naming=images.Naming(settings=settings), basename="grid")
 
 
 @dataclass
@@ -587,6 +602,7 @@ class JobOptions:
     hooks: dict = field(default_factory=dict)
     patches: JobPatches | None = None
     before_save: Callable | None = None  # (image, infotext) -> (image, infotext), just before a picture is saved
+    save_grid: bool = True  # False: no grid of the job's pictures (a script that draws its own: do_not_save_grid)
 
     def settings_overrides(self) -> dict:
         unknown = sorted(set(self.settings) - {f.name for f in dataclasses.fields(Settings)})

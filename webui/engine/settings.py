@@ -74,6 +74,11 @@ class Settings:
     save_images_add_number: bool = param(True, label="Add number to filename when saving")
     save_to_dirs: bool = param(True, label="Save images to a subdirectory")
     directories_filename_pattern: str = param("[date]", label="Directory name pattern")  # "" = [prompt_words]
+    # a job of several pictures also saves them as one grid, outputs/<tab>-grids/DATE/grid-NNNN.png (A1111's)
+    grid_save: bool = param(True, label="Always save all generated image grids")
+    n_rows: int = param(-1, label="Grid row count; use -1 for autodetect and 0 for it to be same as batch size",
+                        noun="grid row count", minimum=-1, maximum=16)
+    grid_prevent_empty_spots: bool = param(False, label="Prevent empty spots in grid (when set to autodetect)")
     # extensions (by folder name) the Extensions tab switched off; read at start-up, as A1111
     disabled_extensions: list[str] = param(default_factory=list, label="Disabled extensions")
 

@@ -287,7 +287,8 @@ def _job_options(p: StableDiffusionProcessing, settings: dict) -> JobOptions:
         _guard("an on_before_image_saved callback", callbacks.run_strict, "before_image_saved", params)
         return params.image, params.pnginfo.get("parameters", text)
     return JobOptions(task_id=p.task_id, settings=settings, hooks=hooks, patches=p.patches,
-                      before_save=before_save if callbacks.has("before_image_saved") else None)
+                      before_save=before_save if callbacks.has("before_image_saved") else None,
+                      save_grid=not p.do_not_save_grid)
 
 
 def _cfg_callbacks(patches: JobPatches):

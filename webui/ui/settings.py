@@ -62,6 +62,10 @@ FIELDS = [
      lambda v: gr.Textbox(v)),
     ("save_images_add_number", "Add number to filename when saving", lambda v: gr.Checkbox(v)),
     ("save_to_dirs", "Save images to a subdirectory", lambda v: gr.Checkbox(v)),
+    ("grid_save", "Always save all generated image grids", lambda v: gr.Checkbox(v)),
+    ("n_rows", "Grid row count; use -1 for autodetect and 0 for it to be same as batch size",
+     lambda v: gr.Slider(-1, 16, value=v, step=1)),
+    ("grid_prevent_empty_spots", "Prevent empty spots in grid (when set to autodetect)", lambda v: gr.Checkbox(v)),
     ("directories_filename_pattern", "Directory name pattern (empty: [prompt_words])", lambda v: gr.Textbox(v)),
     ("sd_vae", "SD VAE", lambda v: gr.Dropdown([v], value=v)),  # its files: LISTED
     ("quicksettings_list", "Quicksettings list (settings shown beside the checkpoint; takes effect on restart)",
@@ -71,7 +75,8 @@ FIELDS = [
 
 # A1111 1.10's sections and their order (A1111's names; "System" also holds what only Gouache has).
 SECTIONS = [
-    ("Saving images/grids", ["samples_format", "samples_filename_pattern", "save_images_add_number", "save_txt"]),
+    ("Saving images/grids", ["samples_format", "samples_filename_pattern", "save_images_add_number", "save_txt",
+                             "grid_save", "n_rows", "grid_prevent_empty_spots"]),
     ("Saving to a directory", ["save_to_dirs", "directories_filename_pattern"]),
     ("System", ["upload_limit_mb", "queue_limit"]),
     ("Stable Diffusion", ["sd_checkpoints_limit", "emphasis", "CLIP_stop_at_last_layers", "randn_source"]),

@@ -64,9 +64,17 @@ def next_counter(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
+def next_grid_counter(folder: Path, basename: str) -> int:
+    """A1111's counter for named files (BASENAME-NNNN): one more than the largest among those."""
+    pattern = re.compile(rf"^{re.escape(basename)}-(\d+)")
+    with os.scandir(folder) as entries:
+        numbers = [int(m.group(1)) for e in entries if (m := pattern.match(e.name)) and e.is_file()]
+    return max(numbers, default=-1) + 1
+
+
 def save_image(image: Image.Image, outdir: Path, seed: int | None, infotext: str | None,
                today: datetime.date | None = None, fmt: str = "png", texts: dict[str, str] | None = None,
-               naming: Naming | None = None) -> Path:
+               naming: Naming | None = None, basename: str = "") -> Path:
     """Write the picture with its infotext (metadata.py: PNG's `parameters` chunk, else EXIF UserComment;
     `texts`: more PNG chunks) and return its path. .jpg, .webp: the `samples_format` setting.
 
@@ -76,12 +84,12 @@ def save_image(image: Image.Image, outdir: Path, seed: int | None, infotext: str
 
     Written to a temp file first and linked into place, so a reader never sees half a PNG and an existing
     file is never overwritten (a taken number moves on to the next; without numbers, "-1", "-2"… is added,
-    A1111's "Add number suffix")."""
+    A1111's "Add number suffix"). `basename`: A1111's short names for grids, BASENAME-NNNN.png."""
     naming = naming or Naming()
     settings = naming.settings or Settings()
     generator = filenames.FilenameGenerator(naming, seed, image, today or datetime.date.today())
     folder = Path(outdir).joinpath(*filenames.folder_parts(generator, settings))
-    decoration = filenames.decoration(generator, settings)
+    decoration = "" if basename else filenames.decoration(generator, settings)
     numbered = settings.save_images_add_number or not decoration
     folder.mkdir(parents=True, exist_ok=True)
     data = metadata.encode(image, infotext, fmt, texts)  # before a temp file exists: a bad format leaves nothing
@@ -94,10 +102,15 @@ def save_image(image: Image.Image, outdir: Path, seed: int | None, infotext: str
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         with _counter_lock:
-            counter = next_counter(folder) if numbered else 0
+            counter = (next_grid_counter(folder, basename) if basename else next_counter(folder)) if numbered else 0
             while True:
-                target = folder / (filenames.file_name(decoration, suffix, limit, counter) if numbered else
-                                   filenames.file_name(decoration, suffix, limit, None, retry=counter))
+                if basename:
+                    name = f"{filenames.safe_name(basename, limit - 16)}-{counter:04d}.{suffix}"
+                elif numbered:
+                    name = filenames.file_name(decoration, suffix, limit, counter)
+                else:
+                    name = filenames.file_name(decoration, suffix, limit, None, retry=counter)
+                target = folder / name
                 try:
                     os.link(tmp, target)
                     return target
