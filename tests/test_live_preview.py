@@ -74,3 +74,90 @@ def test_the_img2img_tab_streams_previews_too(served, monkeypatch, manager, tmp_
         time.sleep(0.05)
     outputs = job.outputs()
     assert len(outputs) >= 3 and "Denoising strength: 1" in outputs[-1][1]
+
+
+def original_taesd_decoder():
+    """TAESD's decoder written as madebyollin/taesd's taesd.py builds it (MIT): an nn.Sequential whose index 0 is
+    the tanh clamp, output in [0, 1]. The file layout and arithmetic a user's taesd_decoder.pth has."""
+    import torch
+    from torch import nn
+
+    def conv(n_in, n_out, **kwargs):
+        return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+    class Clamp(nn.Module):
+        def forward(self, x):
+            return torch.tanh(x / 3) * 3
+
+    class Block(nn.Module):
+        def __init__(self, n_in, n_out):
+            super().__init__()
+            self.conv = nn.Sequential(conv(n_in, n_out), nn.ReLU(), conv(n_out, n_out), nn.ReLU(), conv(n_out, n_out))
+            self.skip = nn.Identity()
+            self.fuse = nn.ReLU()
+
+        def forward(self, x):
+            return self.fuse(self.conv(x) + self.skip(x))
+
+    layers = [Clamp(), conv(4, 64), nn.ReLU()]
+    for _ in range(3):
+        layers += [Block(64, 64), Block(64, 64), Block(64, 64), nn.Upsample(scale_factor=2), conv(64, 64, bias=False)]
+    layers += [Block(64, 64), conv(64, 3)]
+    return nn.Sequential(*layers)
+
+
+def test_taesd_preview_matches_the_original_decoder_and_leaves_the_picture_alone(manager, data_dir):
+    import torch
+
+    from webui.engine.imaging import previews
+
+    torch.manual_seed(0)
+    original = original_taesd_decoder().eval()
+    folder = data_dir / "models" / "VAE-approx"
+    folder.mkdir(parents=True)
+    torch.save(original.state_dict(), folder / "taesd_decoder.pth")
+    latent = torch.randn(4, 8, 8)
+    ours = previews.taesd_preview(previews.load(folder / "taesd_decoder.pth"), latent)
+    with torch.no_grad():
+        theirs = original(latent[None])[0] * 2 - 1
+    assert ours.shape == (3, 64, 64)
+    assert torch.allclose(ours, theirs.clamp(-1, 1), atol=1e-5)
+
+    plain = manager.txt2img(small(steps=4), None)
+    shapes = []
+    original_control = manager._control
+
+    def spying(task, *args, **kwargs):
+        control = original_control(task, *args, **kwargs)
+        report = control.on_step
+
+        def on_step(step, steps, latents):
+            report(step, steps, latents)
+            shapes.append(None if task.preview is None else tuple(task.preview.shape))
+        control.on_step = on_step
+        return control
+    manager._control = spying
+    manager.update_settings(show_progress_type="TAESD", show_progress_every_n_steps=2)
+    with_taesd = manager.txt2img(small(steps=4), None)
+    assert shapes[-1] == (3, 64, 64), "full-size previews from TAESD"
+    assert np.array_equal(np.asarray(with_taesd.images[0]), np.asarray(plain.images[0]))
+    manager.update_settings(show_progress_type="Full")
+    shapes.clear()
+    manager.txt2img(small(steps=4), None)
+    assert shapes[-1] == (3, 64, 64)
+
+
+def test_a_missing_or_broken_taesd_file_falls_back_to_cheap_previews(manager, data_dir, caplog):
+    from webui.engine.imaging import previews
+    from webui.engine.errors import UserError
+    import pytest
+
+    manager.update_settings(show_progress_type="TAESD", show_progress_every_n_steps=1)
+    manager.txt2img(small(steps=2), None)
+    assert "no taesd_decoder.pth" in caplog.text
+    folder = data_dir / "models" / "VAE-approx"
+    folder.mkdir(parents=True)
+    (folder / "taesd_decoder.pth").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="taesd_decoder.pth is not a TAESD decoder"):
+        previews.load(folder / "taesd_decoder.pth")
+    assert manager.txt2img(small(steps=2), None).images

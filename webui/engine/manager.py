@@ -137,6 +137,7 @@ class PipelineManager:
         settings_path: config.json to read the settings from and save every change to (None: not saved)."""
         self.ckpt_dir = Path(ckpt_dir)
         self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
+        self.vae_approx_dir = Path(data_dir) / "models" / "VAE-approx"  # TAESD preview decoders
         self.hashes = HashCache(Path(data_dir) / "cache.json")
         self.loras = LoraLibrary(Path(lora_dir or Path(data_dir) / "models" / "Lora"), self.hashes)
         self.embeddings = EmbeddingDatabase(Path(embeddings_dir or Path(data_dir) / "embeddings"), self.hashes)
@@ -446,15 +447,36 @@ class PipelineManager:
             task.job_no, task.job_count, task.sampling_step, task.skipped = index, batches, 0, False
 
         every = settings.show_progress_every_n_steps
+        preview = self._preview_method(model, settings) if settings.live_previews_enable and every > 0 else None
 
         def on_step(step, steps, latents):
             task.sampling_step, task.sampling_steps = step, steps
-            wanted = settings.live_previews_enable and every > 0 and (step % every == 0 or step == steps)
+            wanted = preview is not None and (step % every == 0 or step == steps)
             if wanted and latents.shape[1] == latent_format.channels:
-                task.set_preview(latent_format.preview(latents[0].float()))
+                task.set_preview(preview(latents[0].float()))
 
         return jobs.JobControl(on_progress, lambda: task.interrupted, on_image=keep_image, nan_check=self.nan_check,
                                skipped=lambda: task.skipped, on_batch=on_batch, on_step=on_step)
+
+    def _preview_method(self, model: LoadedModel, settings: Settings):
+        """latent → (3, h, w) RGB in [-1, 1] by the Live preview method; TAESD without its file here (or with a
+        broken one) falls back to the cheap factors, with one line in the log."""
+        from .imaging import previews
+
+        latent_format = model.components.arch.model_family.latent
+        if settings.show_progress_type == "Full":
+            vae = model.components.vae
+            return lambda latent: previews.full_preview(vae, latent.to(vae.device, vae.dtype))
+        if settings.show_progress_type == "TAESD":
+            path = previews.find(self.vae_approx_dir, latent_format.taesd)
+            try:
+                if path is None:
+                    raise UserError(f"no {latent_format.taesd}_decoder.pth in {self.vae_approx_dir}")
+                decoder = previews.load(path)
+                return lambda latent: previews.taesd_preview(decoder, latent)
+            except UserError as e:
+                log.warning("TAESD live preview unavailable, using Approx cheap: %s", e)
+        return latent_format.preview
 
     def settings_snapshot(self) -> Settings:
         with self._settings_lock:

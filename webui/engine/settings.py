@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .fields import param
+from .imaging.previews import PREVIEW_METHODS
 from .params import CLIP_SKIP_MAX, EMPHASIS_MODES, NOISE_MULTIPLIER_MAX, SEED_MAX
 
 RNG_SOURCES = ("CPU", "GPU")
@@ -60,6 +61,8 @@ class Settings:
     # A1111's default; 0 or less: no preview while sampling. "Approx cheap" (the family's latent → RGB factors).
     show_progress_every_n_steps: int = param(10, label="Live preview display period (sampling steps)",
                                              noun="live preview period", minimum=-1, maximum=100)
+    # "TAESD" needs models/VAE-approx/taesd_decoder.pth (taesdxl_decoder.pth for SDXL); "Full": a VAE decode
+    show_progress_type: str = param("Approx cheap", label="Live preview method", choices=PREVIEW_METHODS)
     # saved and API-returned pictures: PNG with its `parameters` chunk, JPEG / WebP with EXIF UserComment
     samples_format: str = param("png", label="File format for images", noun="image format",
                                 choices=("png", "jpg", "webp"))

@@ -10,6 +10,7 @@ import gradio as gr
 
 from ..engine.models.attention import ATTENTION_MODES
 from ..engine.errors import UserError
+from ..engine.imaging.previews import PREVIEW_METHODS
 from ..engine.manager import PipelineManager
 from ..engine.prompts.encoder import EMPHASIS_MODES
 from ..engine.settings import RNG_SOURCES, Settings
@@ -54,6 +55,8 @@ FIELDS = [
     ("samples_format", "File format for images", lambda v: gr.Radio(["png", "jpg", "webp"], value=v)),
     ("save_txt", "Create a text file with infotext next to every generated image", lambda v: gr.Checkbox(v)),
     ("live_previews_enable", "Show live previews of the created image", lambda v: gr.Checkbox(v)),
+    ("show_progress_type", "Live preview method (TAESD: put taesd_decoder.pth / taesdxl_decoder.pth in "
+     "models/VAE-approx)", lambda v: gr.Radio(list(PREVIEW_METHODS), value=v)),
     ("show_progress_every_n_steps", "Live preview display period, in sampling steps (0: none while sampling)",
      lambda v: gr.Slider(-1, 100, value=v, step=1)),
     ("queue_limit", "Maximum number of jobs in the queue (UI and API together)",
@@ -86,7 +89,7 @@ SECTIONS = [
     ("Optimizations", ["cross_attention_optimization"]),
     ("Extra Networks", ["lora_in_memory_limit"]),
     ("User interface", ["quicksettings_list"]),
-    ("Live previews", ["live_previews_enable", "show_progress_every_n_steps"]),
+    ("Live previews", ["live_previews_enable", "show_progress_type", "show_progress_every_n_steps"]),
     ("Sampler parameters", ["eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "sigma_min",
                             "sigma_max", "rho", "eta_noise_seed_delta", "always_discard_next_to_last_sigma",
                             "beta_dist_alpha", "beta_dist_beta"]),

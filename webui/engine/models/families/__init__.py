@@ -36,6 +36,7 @@ class LatentFormat:
     scale_factor: float
     rgb_factors: tuple[tuple[float, float, float], ...]  # one row per latent channel
     rgb_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    taesd: str = "taesd"  # the tiny preview decoder trained for this latent space: models/VAE-approx/<taesd>_decoder.pth
 
     def preview(self, latent: torch.Tensor) -> torch.Tensor:
         """(C, h, w) latent → (3, h, w) approximate RGB in [-1, 1]: cheap enough for every step."""

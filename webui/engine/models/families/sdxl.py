@@ -13,7 +13,7 @@ SDXL_LATENT = LatentFormat(
     channels=4, scale_factor=0.13025,
     rgb_factors=((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362),
                  (-0.3165, -0.2492, -0.2188)),
-    rgb_bias=(0.1084, -0.0175, -0.0011))
+    rgb_bias=(0.1084, -0.0175, -0.0011), taesd="taesdxl")
 # NVIDIA's Align Your Steps sigmas for SDXL (A1111: for every model with SDXL's conditioner, refiner included)
 AYS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
 # A1111's defaults for the refiner's aesthetic-score id: high for the prompt, low for the negative prompt
