@@ -21,5 +21,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps stable-diffusion-sdkit==2.1.5 \
     open-clip-torch==2.0.2
   .venv/bin/python -m pip install --disable-pip-version-check -q einops ftfy omegaconf
+  # Upscaler models (Extras, hires fix): spandrel reads ESRGAN/SwinIR/DAT/… files. --no-deps: it declares
+  # torchvision, which would pull a CUDA torch; webui/engine/imaging/upscaler_models.py imports it without.
+  .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps spandrel==0.4.2
   echo "$want" > "$stamp"
 fi

@@ -257,8 +257,10 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
 
     @router.get(f"{PREFIX}/upscalers")
     async def list_upscalers():
-        return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-                for name in upscalers.names()]
+        files = {f.name: f for f in manager.upscaler_models.files()}
+        return [{"name": name, "model_name": name if name in files else None,
+                 "model_path": str(files[name].path) if name in files else None, "model_url": None, "scale": 4}
+                for name in upscalers.names(manager.upscaler_models)]
 
     @router.get(f"{PREFIX}/latent-upscale-modes")
     async def latent_upscale_modes():

@@ -16,6 +16,7 @@ from . import jobs
 from . import models as architecture
 from .errors import UserError
 from .imaging import saving as images
+from .imaging.upscaler_models import UpscalerModels
 from .jobs.resolve import resolve
 from .models import attention
 from .models.checkpoints import (
@@ -140,6 +141,7 @@ class PipelineManager:
         self.vae_approx_dir = Path(data_dir) / "models" / "VAE-approx"  # TAESD preview decoders
         self.hashes = HashCache(Path(data_dir) / "cache.json")
         self.loras = LoraLibrary(Path(lora_dir or Path(data_dir) / "models" / "Lora"), self.hashes)
+        self.upscaler_models = UpscalerModels(Path(data_dir) / "models")  # ESRGAN/, RealESRGAN/, SwinIR/, …
         self.embeddings = EmbeddingDatabase(Path(embeddings_dir or Path(data_dir) / "embeddings"), self.hashes)
         self.styles = StyleDatabase(Path(data_dir) / "styles.csv")
         self.device = check_device(device)
@@ -513,7 +515,7 @@ class PipelineManager:
         from .infotext import parse_infotext
         from .jobs import extras
 
-        params.validate()  # before queueing: a mistake costs no wait
+        params.validate(self.upscaler_models)  # before queueing: a mistake costs no wait
         processed = Processed([], [], [], [])
         with self.queue.task(task_id, "extras") as task:
             processed.task_id, processed.format = task.id, self.settings.samples_format
@@ -523,7 +525,7 @@ class PipelineManager:
                     processed.interrupted = True
                     break
                 task.job_no = index
-                result, text = extras.run(image, params)
+                result, text = extras.run(image, params, self.upscaler_models)
                 processed.images.append(result)
                 processed.infotexts.append(text)
                 if outdir is not None or output_dir is not None:
@@ -594,7 +596,8 @@ class PipelineManager:
             patches = options.patches or JobPatches()
             with patches.applied(model.components):  # undone even when the job fails: the next job is clean
                 result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
-                                       device=self.device, start=start, patches=patches)
+                                       device=self.device, start=start, patches=patches,
+                                       upscaler_models=self.upscaler_models)
         processed.interrupted, processed.extra_networks = result.interrupted, result.extra_networks
         processed.warnings = warnings + loras.warnings
         if outdir is not None and options.save_grid and settings.grid_save and len(processed.images) > 1:

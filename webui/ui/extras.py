@@ -53,8 +53,9 @@ def build(manager: PipelineManager, outdir: Path):
                 height = slider_for("upscaling_resize_h", ExtrasParams)
                 crop = gr.Checkbox(True, label="Crop to fit")
             with gr.Row():
-                upscaler_1 = gr.Dropdown(upscalers.names(), value=upscalers.NONE, label="Upscaler 1")
-                upscaler_2 = gr.Dropdown(upscalers.names(), value=upscalers.NONE, label="Upscaler 2")
+                choices = upscalers.names(manager.upscaler_models)
+                upscaler_1 = gr.Dropdown(choices, value=upscalers.NONE, label="Upscaler 1")
+                upscaler_2 = gr.Dropdown(choices, value=upscalers.NONE, label="Upscaler 2")
                 visibility = slider_for("extras_upscaler_2_visibility", ExtrasParams)
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():

@@ -80,7 +80,7 @@ def _settings_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
             ui.batch_size = slider_for("batch_size")
         ui.cfg_scale = slider_for("cfg_scale", minimum=1)  # A1111's slider starts at 1; the API accepts 0
         ui.seeds = seed_controls(ui.last)
-        _hires_panel(ui)
+        _hires_panel(ui, manager)
         # A1111's "Override settings": fields a pasted infotext sets that have no control on this tab
         ui.overrides = gr.Dropdown([], value=[], multiselect=True, label="Override settings", visible=False,
                                    allow_custom_value=True)
@@ -137,12 +137,12 @@ def _styles_row(ui: SimpleNamespace, manager: PipelineManager) -> None:
 USE_SAME = "Use same sampler"  # A1111's first choice of the hires sampler dropdown
 
 
-def _hires_panel(ui: SimpleNamespace) -> None:
+def _hires_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
     """A1111's "Hires. fix" accordion: its fields, labels and UI defaults (denoising 0.7)."""
     with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hires"):
         ui.enable_hr = gr.Checkbox(False, label=label_of("enable_hr"), elem_id="txt2img_enable_hr")
         with gr.Row():
-            ui.hr_upscaler = gr.Dropdown(hires.upscaler_names(), value=hires.DEFAULT_UPSCALER,
+            ui.hr_upscaler = gr.Dropdown(hires.upscaler_names(manager.upscaler_models), value=hires.DEFAULT_UPSCALER,
                                          label=label_of("hr_upscaler"))
             ui.hr_steps = slider_for("hr_second_pass_steps")
             ui.hr_denoise = slider_for("denoising_strength", value=hires.DEFAULT_DENOISE)

@@ -40,24 +40,25 @@ class ExtrasParams:
     extras_upscaler_2_visibility: float = param(0.0, label="Upscaler 2 visibility", noun="upscaler 2 visibility",
                                                 minimum=0.0, maximum=1.0, step=0.001)
 
-    def validate(self) -> ExtrasParams:
+    def validate(self, models=None) -> ExtrasParams:
+        """`models`: the user's upscaler model files, whose names are upscalers too."""
         fields.validate(self)
-        upscalers.check(self.upscaler_1)
-        upscalers.check(self.upscaler_2)
+        upscalers.check(self.upscaler_1, models)
+        upscalers.check(self.upscaler_2, models)
         return self
 
     def replace(self, **changes) -> ExtrasParams:
         return dataclasses.replace(self, **changes)
 
 
-def _one(image: Image.Image, name: str, p: ExtrasParams, info: dict) -> Image.Image:
+def _one(image: Image.Image, name: str, p: ExtrasParams, info: dict, models=None) -> Image.Image:
     if p.resize_mode == SCALE_TO:
         scale = max(p.upscaling_resize_w / image.width, p.upscaling_resize_h / image.height)
         info["Postprocess upscale to"] = f"{p.upscaling_resize_w}x{p.upscaling_resize_h}"
     else:
         scale = p.upscaling_resize
         info["Postprocess upscale by"] = scale
-    out = upscalers.upscale(image, name, scale)
+    out = upscalers.upscale(image, name, scale, models)
     if p.resize_mode == SCALE_TO and p.upscaling_crop:
         cropped = Image.new("RGB", (p.upscaling_resize_w, p.upscaling_resize_h))
         cropped.paste(out, box=(p.upscaling_resize_w // 2 - out.width // 2, p.upscaling_resize_h // 2 - out.height // 2))
@@ -66,20 +67,20 @@ def _one(image: Image.Image, name: str, p: ExtrasParams, info: dict) -> Image.Im
     return out
 
 
-def run(image: Image.Image, p: ExtrasParams) -> tuple[Image.Image, str]:
+def run(image: Image.Image, p: ExtrasParams, models=None) -> tuple[Image.Image, str]:
     """(the upscaled picture, A1111's postprocessing text, e.g. "Postprocess upscale by: 2, Postprocess upscaler:
     Lanczos"). Upscaler 1 "None" leaves the picture as it is."""
     from ..imaging.open import check_pixels
 
-    p.validate()
+    p.validate(models)
     check_pixels(image.width, image.height, EXTRAS_MAX_SIDE * EXTRAS_MAX_SIDE, "Extras image")
     image = image.convert("RGB")
     info: dict = {}
     if p.upscaler_1 != upscalers.NONE:
-        first = _one(image, p.upscaler_1, p, info)
+        first = _one(image, p.upscaler_1, p, info, models)
         info["Postprocess upscaler"] = p.upscaler_1
         if p.upscaler_2 != upscalers.NONE and p.extras_upscaler_2_visibility > 0:
-            second = _one(image, p.upscaler_2, p, {})
+            second = _one(image, p.upscaler_2, p, {}, models)
             if second.size != first.size:
                 second = second.resize(first.size, resample=upscalers.LANCZOS)
             first = Image.blend(first, second, p.extras_upscaler_2_visibility)

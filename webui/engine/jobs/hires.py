@@ -30,14 +30,16 @@ DEFAULT_DENOISE = 0.7  # A1111's hires slider default (params.py declares denois
 HIRES_SIZE_MAX = 2 * SIZE_MAX  # the second pass may go past the first pass's bound (2048 → 4096)
 
 
-def upscaler_names() -> list[str]:
-    return [*LATENT_MODES, *upscalers.names()]
+def upscaler_names(models=None) -> list[str]:
+    """`models`: the user's upscaler model files (imaging/upscaler_models.py), listed after the built-in ones."""
+    return [*LATENT_MODES, *upscalers.names(models)]
 
 
-def check_upscaler(name: str | None) -> str:
+def check_upscaler(name: str | None, models=None) -> str:
     name = name or DEFAULT_UPSCALER
-    if name not in LATENT_MODES and name not in upscalers.names():
-        raise UnknownUpscaler(f"could not find upscaler named {name!r}; choose one of: {', '.join(upscaler_names())}")
+    if name not in LATENT_MODES and name not in upscalers.names(models):
+        raise UnknownUpscaler(f"could not find upscaler named {name!r}; choose one of: "
+                              f"{', '.join(upscaler_names(models))}")
     return name
 
 
@@ -72,7 +74,7 @@ def target(params: GenerationParams) -> Target:
     return Target(x, y, (x - rx) // 8, (y - ry) // 8)
 
 
-def upscale_latents(latents: torch.Tensor, upscaler: str, to: Target, encode, decode) -> torch.Tensor:
+def upscale_latents(latents: torch.Tensor, upscaler: str, to: Target, encode, decode, models=None) -> torch.Tensor:
     """The first pass's latents at the second pass's size: interpolated, or through pictures (decode → resize
     → encode, one image at a time), then cropped when the target aspect differs."""
     h, w = to.height // 8, to.width // 8
@@ -80,7 +82,7 @@ def upscale_latents(latents: torch.Tensor, upscaler: str, to: Target, encode, de
         mode, antialias = LATENT_MODES[upscaler]
         out = torch.nn.functional.interpolate(latents.float(), size=(h, w), mode=mode, antialias=antialias)
     else:
-        pictures = [upscalers.resize_to(image, upscaler, to.width, to.height) for image in decode(latents)]
+        pictures = [upscalers.resize_to(image, upscaler, to.width, to.height, models) for image in decode(latents)]
         out = torch.cat([encode(picture) for picture in pictures]).to(latents.device)
         if out.shape[-2:] != (h, w):
             out = out[..., :h, :w]
@@ -122,6 +124,7 @@ class SecondPass:
     schedule_steps: int
     conditioning: object
     record: dict  # the hires fields as they took effect, for the infotext
+    models: object = None  # the user's upscaler model files
 
     @property
     def sampling_steps(self) -> int:
@@ -133,14 +136,14 @@ class SecondPass:
 
     @classmethod
     def prepare(cls, components, denoiser, params: GenerationParams, settings: Settings, first: sampling.Plan,
-                encoder, conditioning) -> SecondPass:
+                encoder, conditioning, models=None) -> SecondPass:
         """Raises UserError for an unknown upscaler, a hires checkpoint or a size out of bounds: before the
         first pass, so a mistake costs nothing."""
         from ..prompts.conditioning import build_conditioning
 
         if params.hr_checkpoint_name and params.hr_checkpoint_name != "Use same checkpoint":
             raise UserError("a hires checkpoint other than the job's is not supported yet: leave it empty")
-        upscaler = check_upscaler(params.hr_upscaler)
+        upscaler = check_upscaler(params.hr_upscaler, models)
         to = target(params)
         width, height = to.size
         if not (SIZE_MIN <= width <= HIRES_SIZE_MAX and SIZE_MIN <= height <= HIRES_SIZE_MAX):
@@ -163,7 +166,7 @@ class SecondPass:
             hr_scheduler=_schedule_written(first, plan_, request),
             hr_prompt=request.prompt if request.prompt != params.prompt else "",
             hr_negative_prompt=request.negative_prompt if request.negative_prompt != params.negative_prompt else "")
-        return cls(components, params, plan_, upscaler, to, t_enc, schedule_steps, conditioning, record)
+        return cls(components, params, plan_, upscaler, to, t_enc, schedule_steps, conditioning, record, models)
 
     def run(self, latents: torch.Tensor, seeds: list[int], subseeds: list[int], device, on_model_call,
             callback_for, concat_for, patches=None, before_sampling=None) -> torch.Tensor:
@@ -177,7 +180,7 @@ class SecondPass:
 
         vae = self.components.vae
         up = upscale_latents(latents, self.upscaler, self.to, lambda picture: img2img.encode_picture(vae, picture),
-                             lambda batch: decode.latents_to_images(vae, batch))
+                             lambda batch: decode.latents_to_images(vae, batch), self.models)
         p = self.params
         rng = ImageRNG(tuple(up.shape[1:]), seeds, subseeds, p.subseed_strength,
                        (p.seed_resize_from_w, p.seed_resize_from_h), self.plan.ensd, self.plan.rng_source)

@@ -143,11 +143,12 @@ def _step_callback(nan_check, on_step, steps: int):
 def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
              control: JobControl | None = None, encoder: PromptEncoder | None = None,
              device: torch.device | None = None, start: FromNoise | FromImage | None = None,
-             patches: JobPatches | None = None) -> JobResult:
+             patches: JobPatches | None = None, upscaler_models=None) -> JobResult:
     """`settings`: the job's snapshot (the manager takes it under its lock); `params` is resolved against it.
     `device`: where sampling runs; by default the UNet's (with --medvram the UNet waits on the CPU).
     `start`: FromImage (jobs/img2img.py builds it) or, by default, noise. `patches`: the job's denoiser-side
-    patches (model wrappers, CFG function and hooks); the manager applies the model-side ones."""
+    patches (model wrappers, CFG function and hooks); the manager applies the model-side ones. `upscaler_models`:
+    the user's upscaler files, for hires fix's pixel upscale."""
     settings = settings or Settings()
     params = resolve(params.validate(), settings)
     control = control or JobControl()
@@ -166,7 +167,8 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
     concat = None if concat is None else concat.to(device)
     second = None
     if params.enable_hr and not start.is_img2img:
-        second = hires.SecondPass.prepare(components, denoiser, params, settings, plan, encoder, conditioning)
+        second = hires.SecondPass.prepare(components, denoiser, params, settings, plan, encoder, conditioning,
+                                          upscaler_models)
     steps = start.sampling_steps(plan)
     calls = steps * plan.model_calls_per_step + (second.model_calls if second is not None else 0)
     progress = _Progress(control, calls * params.n_iter)
