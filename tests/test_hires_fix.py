@@ -151,3 +151,40 @@ def test_hires_fix_from_the_ui(served):
     off = client.predict("tiny.safetensors", "a red ball", "", "Euler", "Automatic", 3, 64, 64, 1, 1, 7, 5,
                          api_name="/txt2img")[1]
     assert "Hires" not in off and "Denoising" not in off
+
+
+def test_hires_checkpoint_samples_the_second_pass_on_another_model(manager, data_dir, tiny_files):
+    """A1111's Hires checkpoint: the first pass on the job's model, the second on the named one (its text encoder
+    and UNet); recorded as `Hires checkpoint: other [hash]`, which pasted back regenerates the same pixels. The
+    job's model stays the current one and the cache keeps to its limit."""
+    import shutil
+
+    from webui.engine.infotext import parse_infotext
+
+    shutil.copy(tiny_files["other"], data_dir / "models" / "Stable-diffusion" / "other.safetensors")
+    base = small(steps=3, seed=12, enable_hr=True, hr_upscaler="Latent", hr_scale=2.0, denoising_strength=0.6)
+    same = manager.txt2img(base, None)
+    other = manager.txt2img(base.replace(hr_checkpoint_name="other"), None)
+    assert other.images[0].size == (128, 128)
+    assert not np.array_equal(np.asarray(other.images[0]), np.asarray(same.images[0]))
+    text = other.infotexts[0]
+    short = manager.hashes.cached(data_dir / "models" / "Stable-diffusion" / "other.safetensors")[:10]
+    assert f"Hires checkpoint: other [{short}]" in text
+    assert manager.current.info.name == "tiny.safetensors" and len(manager.cache) == 1
+    again = manager.txt2img(parse_infotext(text).replace(model=None), None)
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(other.images[0]))
+    assert "Hires checkpoint" not in manager.txt2img(base.replace(hr_checkpoint_name="Use same checkpoint"),
+                                                     None).infotexts[0]
+
+
+def test_hires_checkpoint_of_another_kind_or_missing_is_refused(manager, data_dir):
+    from webui.engine.errors import UserError
+    from webui.engine.models.tiny import make_tiny_checkpoint
+
+    make_tiny_checkpoint(data_dir / "models" / "Stable-diffusion" / "inpaint.safetensors", seed=0, inpainting=True)
+    base = small(steps=2, enable_hr=True, hr_scale=2.0)
+    with pytest.raises(UserError, match="inpainting model and an ordinary one"):
+        manager.txt2img(base.replace(hr_checkpoint_name="inpaint"), None)
+    with pytest.raises(UserError, match="nope"):
+        manager.txt2img(base.replace(hr_checkpoint_name="nope"), None)
+    assert manager.txt2img(small(steps=2), None).images

@@ -52,10 +52,11 @@ def test_png_info_shows_every_key_and_sends_every_field_to_txt2img(client, tmp_p
     values = client.predict(text, api_name="/png_info_to_txt2img")
     (checkpoint, prompt, negative, sampler, scheduler, steps, width, height, cfg, seed, subseed, strength, rw, rh,
      enable_hr, upscaler, hr_steps, denoise, hr_scale, hr_x, hr_y, hr_sampler, hr_scheduler, hr_prompt,
-     hr_negative, overrides, styles) = values
+     hr_negative, hr_checkpoint, overrides, styles) = values
     assert prompt == "a red ball <lora:style:0.7>, (shiny:1.2)" and negative == "blurry, text"  # LoRA tag stays
     assert (sampler, scheduler, steps, width, height, cfg, seed) == ("DPM++ 2M", "Karras", 6, 64, 64, 6.5, 1234)
     assert (enable_hr, upscaler, hr_steps, denoise, hr_scale) == (True, "Latent (nearest-exact)", 3, 0.55, 1.5)
+    assert hr_checkpoint == "Use same checkpoint"  # the infotext's hires checkpoint is not here
     assert value(overrides) == ["Clip skip: 2"]
     assert checkpoint == {"__type__": "update"}  # "elsewhere" is not here: the current checkpoint stays
 

@@ -585,6 +585,7 @@ class PipelineManager:
                 prepared = prepare_init(model, request, settings)
                 start, warnings = prepared.init, warnings + prepared.warnings
             loras = self._apply_loras(model, request.prompt, settings)
+            hires_model = self._hires_model(request, model, settings) if prepare_init is None else None
             request = request.replace(
                 model=model.info.model_name, model_hash=model.short_hash,
                 vae=model.vae_info.model_name if model.vae_info else None,
@@ -594,16 +595,56 @@ class PipelineManager:
             for name, hook in options.hooks.items():
                 setattr(control, name, hook)
             patches = options.patches or JobPatches()
-            with patches.applied(model.components):  # undone even when the job fails: the next job is clean
-                result = jobs.generate(model.components, model.denoiser, request, settings, control, model.encoder,
-                                       device=self.device, start=start, patches=patches,
-                                       upscaler_models=self.upscaler_models)
+            try:
+                with patches.applied(model.components):  # undone even when the job fails: the next job is clean
+                    result = jobs.generate(model.components, model.denoiser, request, settings, control,
+                                           model.encoder, device=self.device, start=start, patches=patches,
+                                           upscaler_models=self.upscaler_models,
+                                           hires_model=hires_model and hires_model[1])
+            finally:
+                if hires_model is not None:
+                    self._release(hires_model[0])
         processed.interrupted, processed.extra_networks = result.interrupted, result.extra_networks
         processed.warnings = warnings + loras.warnings
         if outdir is not None and options.save_grid and settings.grid_save and len(processed.images) > 1:
             processed.grid_path = self._save_grid(processed, Path(outdir) / subdir.replace("-images", "-grids"),
                                                   settings, params.batch_size)
         return processed
+
+    def _hires_model(self, request: GenerationParams, model: LoadedModel, settings: Settings):
+        """(LoadedModel, jobs.hires.HiresModel) for A1111's Hires checkpoint when it names another model than
+        the job's: loaded (or taken from the RAM cache), on the device beside the job's model, with the job's VAE
+        choice, attention and the hires prompt's LoRAs; None otherwise."""
+        from .jobs.hires import HiresModel
+
+        name = request.hr_checkpoint_name
+        if not request.enable_hr or not name or name == "Use same checkpoint":
+            return None
+        info = resolve_checkpoint(name, self.ckpt_dir, self.hashes)
+        if info.path == model.info.path:
+            return None
+        other = self.cache.get(info.path) or self._build(info)
+        self.cache[info.path] = other
+        if self.offload == "none":
+            self._move(other, self.device)
+        elif other.offload_hooks is None:
+            other.offload_hooks = self._install_offload(other)
+        self._apply_vae(other, request.vae or settings.sd_vae)
+        self._apply_attention(other, settings)
+        self._apply_loras(other, request.hr_prompt or request.prompt, settings)
+        other.encoder.clear_cache()
+        title = f"{other.info.model_name} [{other.short_hash}]"
+        return other, HiresModel(other.components, other.denoiser, other.encoder, title)
+
+    def _release(self, other: LoadedModel):
+        """After the job: the hires checkpoint leaves the device, and RAM when the cache is over its limit."""
+        if other is self.current:
+            return
+        if self.device.type != "cpu" and self.offload == "none":
+            self._move(other, torch.device("cpu"))
+        if len(self.cache) > max(1, int(self.settings.sd_checkpoints_limit)):
+            self.cache.pop(other.info.path, None)
+            self._evict(force_collect=True)
 
     @staticmethod
     def _save_grid(processed: Processed, folder: Path, settings: Settings, batch_size: int) -> Path:

@@ -135,6 +135,7 @@ def _styles_row(ui: SimpleNamespace, manager: PipelineManager) -> None:
 
 
 USE_SAME = "Use same sampler"  # A1111's first choice of the hires sampler dropdown
+USE_SAME_CHECKPOINT = "Use same checkpoint"  # and of the hires checkpoint dropdown
 
 
 def _hires_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
@@ -159,13 +160,17 @@ def _hires_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:
                                   placeholder="Leave empty to use the prompt")
         ui.hr_negative = gr.Textbox("", label=label_of("hr_negative_prompt"), lines=2,
                                     placeholder="Leave empty to use the negative prompt")
+        ui.hr_checkpoint = gr.Dropdown([USE_SAME_CHECKPOINT, *(c.name for c in manager.list_checkpoints())],
+                                       value=USE_SAME_CHECKPOINT, label=label_of("hr_checkpoint_name"))
+    # the checkpoint comes last: the endpoint's older positional callers still line up
     ui.hires_inputs = [ui.enable_hr, ui.hr_upscaler, ui.hr_steps, ui.hr_denoise, ui.hr_scale, ui.hr_resize_x,
-                       ui.hr_resize_y, ui.hr_sampler, ui.hr_scheduler, ui.hr_prompt, ui.hr_negative]
+                       ui.hr_resize_y, ui.hr_sampler, ui.hr_scheduler, ui.hr_prompt, ui.hr_negative,
+                       ui.hr_checkpoint]
 
 
 def hires_fields(enable_hr=False, hr_upscaler=None, hr_steps=0, denoise=None, hr_scale=2.0, hr_resize_x=0,
                  hr_resize_y=0, hr_sampler=USE_SAME, hr_scheduler="Automatic", hr_prompt="",
-                 hr_negative_prompt="") -> dict:
+                 hr_negative_prompt="", hr_checkpoint=None) -> dict:
     """The accordion's values as request fields; nothing of it when it is off (the first pass's denoise stays
     unset, as A1111's txt2img writes none)."""
     if not enable_hr:
@@ -175,7 +180,8 @@ def hires_fields(enable_hr=False, hr_upscaler=None, hr_steps=0, denoise=None, hr
                 hr_resize_x=int(hr_resize_x or 0), hr_resize_y=int(hr_resize_y or 0),
                 hr_sampler_name=None if hr_sampler in (None, "", USE_SAME) else hr_sampler,
                 hr_scheduler=None if hr_scheduler in (None, "", "Automatic") else hr_scheduler,
-                hr_prompt=hr_prompt or "", hr_negative_prompt=hr_negative_prompt or "")
+                hr_prompt=hr_prompt or "", hr_negative_prompt=hr_negative_prompt or "",
+                hr_checkpoint_name=None if hr_checkpoint in (None, "", USE_SAME_CHECKPOINT) else hr_checkpoint)
 
 
 # infotext keys of request fields with no control on the tab: pasted, they become "Override settings" chips
@@ -211,6 +217,14 @@ class Paste:
                 return info.name
         return gr.update()  # not here: the current checkpoint stays
 
+    def _hires_checkpoint(self, p: GenerationParams) -> str:
+        """A pasted "Hires checkpoint: name [hash]" → that checkpoint when it is here."""
+        if not p.hr_checkpoint_name:
+            return USE_SAME_CHECKPOINT
+        name, _, rest = p.hr_checkpoint_name.partition(" [")
+        found = self._checkpoint(p.replace(model=name, model_hash=rest.rstrip("]") or None))
+        return found if isinstance(found, str) else USE_SAME_CHECKPOINT
+
     def values(self, text: str) -> list:
         p = parse_infotext(text or "")
         # extensions see what was pasted (A1111's on_infotext_pasted); their fields stay in p.extra
@@ -226,7 +240,7 @@ class Paste:
                 p.seed_resize_from_h, p.enable_hr, p.hr_upscaler or hires.DEFAULT_UPSCALER, p.hr_second_pass_steps,
                 hires.DEFAULT_DENOISE if p.denoising_strength is None else p.denoising_strength, p.hr_scale,
                 p.hr_resize_x, p.hr_resize_y, hr_sampler, p.hr_scheduler or "Automatic", p.hr_prompt,
-                p.hr_negative_prompt, gr.update(choices=chips, value=chips, visible=bool(chips)),
+                p.hr_negative_prompt, self._hires_checkpoint(p), gr.update(choices=chips, value=chips, visible=bool(chips)),
                 gr.update(choices=self.manager.styles.names(), value=styles)]
 
     def from_prompt(self, text: str):
@@ -257,7 +271,8 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path, scripts=None):
                 batch_size, cfg_scale, seed, subseed=-1, subseed_strength=0.0, seed_resize_from_w=0,
                 seed_resize_from_h=0, enable_hr=False, hr_upscaler=None, hr_steps=0, hr_denoise=None, hr_scale=2.0,
                 hr_resize_x=0, hr_resize_y=0, hr_sampler=USE_SAME, hr_scheduler="Automatic", hr_prompt="",
-                hr_negative_prompt="", overrides=None, styles=None, progress=gr.Progress(), *script_values):
+                hr_negative_prompt="", hr_checkpoint=None, overrides=None, styles=None, progress=gr.Progress(),
+                *script_values):
         request = GenerationParams(
             prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler_name, scheduler=scheduler,
             steps=int(steps), width=int(width), height=int(height), n_iter=int(n_iter),
@@ -265,7 +280,7 @@ def _txt2img_handler(manager: PipelineManager, outdir: Path, scripts=None):
             subseed_strength=float(subseed_strength), seed_resize_from_w=int(seed_resize_from_w),
             seed_resize_from_h=int(seed_resize_from_h), model=checkpoint or None, **hires_fields(
                 enable_hr, hr_upscaler, hr_steps, hr_denoise, hr_scale, hr_resize_x, hr_resize_y, hr_sampler,
-                hr_scheduler, hr_prompt, hr_negative_prompt), **override_fields(overrides),
+                hr_scheduler, hr_prompt, hr_negative_prompt, hr_checkpoint), **override_fields(overrides),
             styles=list(styles or []))
         args = scripts_panel.script_args(script_values)
         processed = yield from live.run_with_previews(

@@ -92,6 +92,26 @@ def upscale_latents(latents: torch.Tensor, upscaler: str, to: Target, encode, de
     return out.to(latents.dtype)
 
 
+@dataclass(frozen=True)
+class HiresModel:
+    """A1111's Hires checkpoint when it is another model than the job's: what the second pass samples on."""
+    components: object
+    denoiser: object
+    encoder: object
+    title: str  # A1111's short title for the infotext: "name [hash]"
+
+
+def _check_other(components, other: HiresModel):
+    mine, theirs = components.arch, other.components.arch
+    if mine.model_family.latent.channels != theirs.model_family.latent.channels or \
+            mine.model_family.latent.scale_factor != theirs.model_family.latent.scale_factor:
+        raise UserError(f"hires checkpoint {other.title} is {theirs.model_family.label}, whose latents differ from "
+                        f"the job's {mine.model_family.label} model: choose one of the same family")
+    if mine.inpainting != theirs.inpainting:
+        raise UserError(f"hires checkpoint {other.title}: an inpainting model and an ordinary one cannot share a "
+                        "job; choose one of the same kind")
+
+
 def second_pass_request(params: GenerationParams) -> GenerationParams:
     """The request the second pass samples with: its sampler, schedule, steps and prompts."""
     return params.replace(sampler_name=params.hr_sampler_name or params.sampler_name,
@@ -125,6 +145,7 @@ class SecondPass:
     conditioning: object
     record: dict  # the hires fields as they took effect, for the infotext
     models: object = None  # the user's upscaler model files
+    first_vae: object = None  # the first pass's VAE, which decodes its latents for a pixel upscaler
 
     @property
     def sampling_steps(self) -> int:
@@ -136,13 +157,16 @@ class SecondPass:
 
     @classmethod
     def prepare(cls, components, denoiser, params: GenerationParams, settings: Settings, first: sampling.Plan,
-                encoder, conditioning, models=None) -> SecondPass:
-        """Raises UserError for an unknown upscaler, a hires checkpoint or a size out of bounds: before the
-        first pass, so a mistake costs nothing."""
+                encoder, conditioning, models=None, other=None) -> SecondPass:
+        """Raises UserError for an unknown upscaler, a hires checkpoint that cannot take these latents or a size
+        out of bounds: before the first pass, so a mistake costs nothing. `other`: the hires checkpoint, when it
+        is not the job's (HiresModel): the second pass samples on it, with its own text encoder and VAE."""
         from ..prompts.conditioning import build_conditioning
 
-        if params.hr_checkpoint_name and params.hr_checkpoint_name != "Use same checkpoint":
-            raise UserError("a hires checkpoint other than the job's is not supported yet: leave it empty")
+        first_vae = components.vae
+        if other is not None:
+            _check_other(components, other)
+            components, denoiser, encoder = other.components, other.denoiser, other.encoder
         upscaler = check_upscaler(params.hr_upscaler, models)
         to = target(params)
         width, height = to.size
@@ -154,19 +178,21 @@ class SecondPass:
         schedule_steps, t_enc = img2img_steps(request.steps, strength, fix_steps=True)
         family = components.arch.model_family
         plan_ = sampling.make_plan(request, settings, denoiser, schedule_steps, family)
-        if (request.prompt, request.negative_prompt, request.steps) != (params.prompt, params.negative_prompt,
-                                                                           params.steps):
+        if other is not None or (request.prompt, request.negative_prompt, request.steps) != (
+                params.prompt, params.negative_prompt, params.steps):
             conditioning, _ = build_conditioning(encoder, request.prompt, request.negative_prompt, request.steps,
                                                  params.clip_skip, params.emphasis, family.zero_empty_negative)
         first_sampler = first.sampler.name
         record = dict(
             enable_hr=True, denoising_strength=strength, hr_upscaler=upscaler,
-            hr_second_pass_steps=params.hr_second_pass_steps, hr_checkpoint_name=None,
+            hr_second_pass_steps=params.hr_second_pass_steps,
+            hr_checkpoint_name=other.title if other is not None else None,
             hr_sampler_name=plan_.sampler.name if plan_.sampler.name != first_sampler else None,
             hr_scheduler=_schedule_written(first, plan_, request),
             hr_prompt=request.prompt if request.prompt != params.prompt else "",
             hr_negative_prompt=request.negative_prompt if request.negative_prompt != params.negative_prompt else "")
-        return cls(components, params, plan_, upscaler, to, t_enc, schedule_steps, conditioning, record, models)
+        return cls(components, params, plan_, upscaler, to, t_enc, schedule_steps, conditioning, record, models,
+                   first_vae)
 
     def run(self, latents: torch.Tensor, seeds: list[int], subseeds: list[int], device, on_model_call,
             callback_for, concat_for, patches=None, before_sampling=None) -> torch.Tensor:
@@ -179,8 +205,9 @@ class SecondPass:
         from . import decode, img2img
 
         vae = self.components.vae
+        first_vae = self.first_vae or vae
         up = upscale_latents(latents, self.upscaler, self.to, lambda picture: img2img.encode_picture(vae, picture),
-                             lambda batch: decode.latents_to_images(vae, batch), self.models)
+                             lambda batch: decode.latents_to_images(first_vae, batch), self.models)
         p = self.params
         rng = ImageRNG(tuple(up.shape[1:]), seeds, subseeds, p.subseed_strength,
                        (p.seed_resize_from_w, p.seed_resize_from_h), self.plan.ensd, self.plan.rng_source)

@@ -143,12 +143,13 @@ def _step_callback(nan_check, on_step, steps: int):
 def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams, settings: Settings | None = None,
              control: JobControl | None = None, encoder: PromptEncoder | None = None,
              device: torch.device | None = None, start: FromNoise | FromImage | None = None,
-             patches: JobPatches | None = None, upscaler_models=None) -> JobResult:
+             patches: JobPatches | None = None, upscaler_models=None, hires_model=None) -> JobResult:
     """`settings`: the job's snapshot (the manager takes it under its lock); `params` is resolved against it.
     `device`: where sampling runs; by default the UNet's (with --medvram the UNet waits on the CPU).
     `start`: FromImage (jobs/img2img.py builds it) or, by default, noise. `patches`: the job's denoiser-side
     patches (model wrappers, CFG function and hooks); the manager applies the model-side ones. `upscaler_models`:
-    the user's upscaler files, for hires fix's pixel upscale."""
+    the user's upscaler files, for hires fix's pixel upscale; `hires_model`: hires.HiresModel, the Hires
+    checkpoint when it is another model (the manager loads it)."""
     settings = settings or Settings()
     params = resolve(params.validate(), settings)
     control = control or JobControl()
@@ -168,7 +169,7 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
     second = None
     if params.enable_hr and not start.is_img2img:
         second = hires.SecondPass.prepare(components, denoiser, params, settings, plan, encoder, conditioning,
-                                          upscaler_models)
+                                          upscaler_models, hires_model)
     steps = start.sampling_steps(plan)
     calls = steps * plan.model_calls_per_step + (second.model_calls if second is not None else 0)
     progress = _Progress(control, calls * params.n_iter)
