@@ -43,6 +43,25 @@ class CFGStep:
 
 
 @dataclass
+class ControlCall:
+    """One UNet evaluation as a residual patch (ControlNet) sees it: the scaled latent batch (the prompt's parts'
+    rows first, then the negative prompt's `images` rows), the timesteps, the text context and SDXL's extras;
+    `step` counts model calls from 0, `total_steps` the sampler's steps."""
+    x: torch.Tensor
+    t: torch.Tensor
+    context: torch.Tensor
+    added: dict | None
+    parts: int
+    images: int
+    step: int
+    total_steps: int
+
+    @property
+    def uncond_rows(self) -> slice:
+        return slice(self.parts * self.images, (self.parts + 1) * self.images)
+
+
+@dataclass
 class CFGArgs:
     """What a CFG function replacement gets: the model's predictions split by prompt part, and how A1111 would
     weigh them."""
@@ -72,6 +91,8 @@ class JobPatches:
     before_model: list = field(default_factory=list)  # fn(CFGStep): may replace x, sigma, conds, uncond
     after_model: list = field(default_factory=list)  # fn(CFGStep): may replace x (the model's outputs)
     after_cfg: list = field(default_factory=list)  # fn(CFGStep): may replace x (the guided result)
+    unet_residuals: list = field(default_factory=list)  # fn(ControlCall) -> (down residuals, mid residual) | None
+    model_setups: list = field(default_factory=list)  # fn(components): once the job's model is known
 
     def add_weights(self, name: str, delta: torch.Tensor, strength: float = 1.0, component: str = "unet"):
         """Add strength · delta to a parameter (diffusers' name within `component`: unet, text_encoder,
@@ -99,6 +120,16 @@ class JobPatches:
         """fn(combine, args: CFGArgs) -> denoised, where combine(args) is the guidance before this patch."""
         self.cfg_functions.append(fn)
 
+    def add_residuals(self, fn: Callable):
+        """fn(ControlCall) -> (down-block residuals, mid-block residual) or None, added to the UNet's skip
+        connections and middle block for every evaluation (ControlNet, T2I-Adapter); several are summed."""
+        self.unet_residuals.append(fn)
+
+    def on_model(self, fn: Callable):
+        """fn(components) when the job's model is loaded, before sampling: a patch that depends on the model
+        (a ControlNet sized for its UNet) is built there, and its errors stop the job before it starts."""
+        self.model_setups.append(fn)
+
     def extend(self, other: JobPatches) -> JobPatches:
         for name in self.__dataclass_fields__:
             getattr(self, name).extend(getattr(other, name))
@@ -111,7 +142,7 @@ class JobPatches:
     @property
     def touches_denoiser(self) -> bool:
         return bool(self.model_wrappers or self.cfg_functions or self.before_model or self.after_model
-                    or self.after_cfg)
+                    or self.after_cfg or self.unet_residuals)
 
     @contextlib.contextmanager
     def applied(self, components):
@@ -119,6 +150,8 @@ class JobPatches:
         restored from a copy, attention processors put back, block hooks unregistered."""
         undo = []
         try:
+            for setup in self.model_setups:
+                setup(components)
             if self.weights:
                 undo.append(_add_weights(components, self.weights))
             if self.attention:

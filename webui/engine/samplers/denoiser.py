@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..patches import CFGArgs, CFGStep, default_cfg
+from ..patches import CFGArgs, CFGStep, ControlCall, default_cfg
 
 
 def alphas_cumprod(scheduler_config: dict) -> torch.Tensor:
@@ -59,8 +59,10 @@ class DiscreteEpsDenoiser:
         return torch.cat([self.t_to_sigma(t), t.new_zeros([1])])
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, added_cond: dict | None = None,
-                 concat: torch.Tensor | None = None) -> torch.Tensor:
-        """added_cond: SDXL's pooled text embeds and time ids; concat: an inpainting model's extra channels."""
+                 concat: torch.Tensor | None = None, residuals=None) -> torch.Tensor:
+        """added_cond: SDXL's pooled text embeds and time ids; concat: an inpainting model's extra channels;
+        residuals(x_in, t, cond, added_cond) -> (down residuals, mid residual) or None: ControlNet's, added to
+        the UNet's skip connections and middle block."""
         sigma = sigma.to(torch.float32).cpu()  # the schedule lives on the CPU: no device sync per step
         c_in = (1 / (sigma**2 + 1) ** 0.5).to(x.device)[:, None, None, None]
         t = self.sigma_to_t(sigma).to(x.device)
@@ -69,6 +71,11 @@ class DiscreteEpsDenoiser:
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
         kwargs = {"added_cond_kwargs": {k: v.to(dtype) for k, v in added_cond.items()}} if added_cond else {}
+        control = residuals(x_in, t, cond, added_cond) if residuals is not None else None
+        if control is not None:
+            down, mid = control
+            kwargs["down_block_additional_residuals"] = tuple(r.to(dtype) for r in down)
+            kwargs["mid_block_additional_residual"] = mid.to(dtype)
         out = self.unet(x_in.to(dtype), t.to(dtype), encoder_hidden_states=cond.to(dtype), return_dict=False,
                         **kwargs)[0].to(x.dtype)
         s = sigma.to(x.device)[:, None, None, None]
@@ -126,7 +133,13 @@ class CFGDenoiser:
         self.model, self.conditioning, self.cfg_scale = model, conditioning, cfg_scale
         # a job's denoiser-side patches (engine/patches.py): model wrappers, CFG function, CFG hooks
         self.patches, self.total_steps = patches, total_steps
-        self.apply_model = patches.wrapped_model(model) if patches is not None else model
+        if patches is not None and patches.unet_residuals:
+            def inner(x, sigma, context, added, concat):
+                return model(x, sigma, context, added, concat, residuals=self._residuals)
+        else:
+            inner = model
+        self.apply_model = patches.wrapped_model(inner) if patches is not None else inner
+        self._rows = (1, 1)  # (prompt parts, images) of the batch in the model call running now
         self.combine = patches.combine() if patches is not None else default_cfg
         # inpainting with an ordinary model: (init latent, mask with 1 where it is kept); every prediction is
         # the init latent there, as A1111's CFGDenoiser blends after denoising
@@ -161,6 +174,7 @@ class CFGDenoiser:
             added = {"text_embeds": embeds,
                      "time_ids": torch.cat([ids[:1].expand(parts * n, -1), ids[-1:].expand(n, -1)])}
         concat = self.concat.repeat(parts + 1, 1, 1, 1) if self.concat is not None else None
+        self._rows = (parts, n)
         out = self.apply_model(x.repeat(parts + 1, 1, 1, 1), sigma.repeat(parts + 1), context, added, concat)
         if hooked:
             out = self._hooks("after_model", CFGStep(out, sigma, state.step, self.total_steps, conds, uncond,
@@ -175,6 +189,23 @@ class CFGDenoiser:
             init, mask = self.keep
             denoised = init * mask + denoised * (1 - mask)
         return denoised
+
+    def _residuals(self, x_in, t, context, added):
+        """Every residual patch's (down, mid) for this model call, summed layer by layer (several ControlNet
+        units add up, as the extension does); None when none applies at this step."""
+        parts, n = self._rows
+        call = ControlCall(x_in[:, :4] if x_in.shape[1] > 4 else x_in, t, context, added, parts, n,
+                           self.step - 1, self.total_steps)
+        total = None
+        for fn in self.patches.unet_residuals:
+            got = fn(call)
+            if got is None:
+                continue
+            if total is None:
+                total = (list(got[0]), got[1])
+            else:
+                total = ([a + b for a, b in zip(total[0], got[0])], total[1] + got[1])
+        return total
 
     def _hooks(self, which: str, state):
         for fn in getattr(self.patches, which):

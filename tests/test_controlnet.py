@@ -1,0 +1,168 @@
+"""ControlNet on the engine: tiny ControlNets made from the tiny SD1 UNet, written in the original LDM layout
+(with and without `control_model.`) and in diffusers' layout, drive the UNet through a per-job residual patch
+with the extension's unit semantics and control modes."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import small
+from webui.engine.control import residuals
+from webui.engine.control.units import CONTROL_MODES, ControlUnit
+from webui.engine.errors import UserError
+from webui.engine.manager import JobOptions
+from webui.engine.models.ldm_layout import UNET_PREFIX, unet_key
+from webui.engine.patches import ControlCall, JobPatches
+
+PARAMS = small(steps=3, seed=5, sampler_name="Euler")
+
+
+def ldm_key(key: str, config) -> str:
+    """diffusers ControlNetModel key → the original cldm layout (what community .safetensors files hold)."""
+    if key.startswith("controlnet_cond_embedding."):
+        rest = key.removeprefix("controlnet_cond_embedding.")
+        if rest.startswith("conv_in."):
+            return "input_hint_block.0." + rest.removeprefix("conv_in.")
+        if rest.startswith("conv_out."):
+            return "input_hint_block.14." + rest.removeprefix("conv_out.")
+        j, tail = re.match(r"blocks\.(\d+)\.(.+)", rest).groups()
+        return f"input_hint_block.{2 * (int(j) + 1)}.{tail}"
+    if m := re.match(r"controlnet_down_blocks\.(\d+)\.(.+)", key):
+        return f"zero_convs.{m.group(1)}.0.{m.group(2)}"
+    if key.startswith("controlnet_mid_block."):
+        return "middle_block_out.0." + key.removeprefix("controlnet_mid_block.")
+    return unet_key(key, config).removeprefix(UNET_PREFIX)
+
+
+@pytest.fixture
+def controlnets(manager, data_dir):
+    """{"zero", "diffusers", "ldm", "prefixed"}: file names in models/ControlNet (the last three the same
+    weights, non-zero zero-convs)."""
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    unet = manager.ensure_model(None).components.unet
+    folder = data_dir / "models" / "ControlNet"
+    folder.mkdir(parents=True)
+    net = ControlNetModel.from_unet(unet).float()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "cn-zero.safetensors"))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            block.weight.normal_(0, 0.3)
+            block.bias.normal_(0, 0.3)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(folder / "cn-diffusers.safetensors"))
+    config = dict(unet.config)
+    ldm = {ldm_key(k, config): v for k, v in state.items()}
+    save_file(ldm, str(folder / "cn-ldm.safetensors"))
+    torch.save({"control_model." + k: v for k, v in ldm.items()}, folder / "cn-prefixed.pth")
+    return folder
+
+
+def hint():
+    picture = Image.new("RGB", (64, 64))
+    picture.paste((255, 255, 255), (8, 8, 40, 56))
+    return picture
+
+
+def run(manager, folder, *units, params=PARAMS):
+    patches = JobPatches()
+    extra = residuals.register(patches, list(units), folder, params.width, params.height)
+    return manager.txt2img(params.replace(extra=extra), None, task=JobOptions(patches=patches))
+
+
+def pixels(processed):
+    return np.asarray(processed.images[0])
+
+
+def unit(model="cn-diffusers", **kw):
+    return ControlUnit(model=model, image=hint(), **kw).checked()
+
+
+def test_zero_convs_weight_zero_and_guidance_end_zero_change_nothing(manager, controlnets):
+    plain = pixels(manager.txt2img(PARAMS, None))
+    assert np.array_equal(pixels(run(manager, controlnets, unit("cn-zero"))), plain)
+    assert np.array_equal(pixels(run(manager, controlnets, unit(weight=0.0))), plain)
+    assert np.array_equal(pixels(run(manager, controlnets, unit(guidance_end=0.0))), plain)
+    controlled = run(manager, controlnets, unit())
+    assert not np.array_equal(pixels(controlled), plain)
+    assert np.array_equal(pixels(manager.txt2img(PARAMS, None)), plain), "the next job has no control left"
+
+
+def test_the_same_weights_in_every_layout_give_the_same_picture(manager, controlnets):
+    pictures = [pixels(run(manager, controlnets, unit(name))) for name in ("cn-diffusers", "cn-ldm", "cn-prefixed")]
+    assert np.array_equal(pictures[0], pictures[1]) and np.array_equal(pictures[0], pictures[2])
+
+
+def test_two_units_add_their_residuals(manager, controlnets):
+    one = pixels(run(manager, controlnets, unit(weight=1.0)))
+    halves = pixels(run(manager, controlnets, unit(weight=0.5), unit("cn-ldm", weight=0.5)))
+    assert np.array_equal(one, halves)
+
+
+def test_infotext_names_each_unit_as_the_extension_does(manager, controlnets):
+    text = run(manager, controlnets, unit(module="canny", weight=0.8)).infotexts[0]
+    m = re.search(r'ControlNet 0: "Module: canny, Model: cn-diffusers \[([0-9a-f]{8})\], Weight: 0.8, Resize Mode: '
+                  r'Crop and Resize, Processor Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: '
+                  r'0.0, Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced"', text)
+    assert m, text
+
+
+def test_control_mode_weights_and_the_uncond_branch():
+    assert ControlUnit(weight=0.7).checked().layer_weights() == [0.7] * 13
+    for mode in CONTROL_MODES[1:]:
+        weights = ControlUnit(weight=0.7, control_mode=mode).checked().layer_weights()
+        assert weights == pytest.approx([0.7 * 0.825 ** (12 - i) for i in range(13)])
+    assert ControlUnit(control_mode=2).checked().control_mode == "ControlNet is more important"
+
+    class Net:  # stands in for a ControlNet: every residual is ones
+        dtype = torch.float32
+
+        def __call__(self, x, t, encoder_hidden_states, controlnet_cond, added_cond_kwargs, return_dict):
+            return [torch.ones_like(x) for _ in range(12)], torch.ones_like(x)
+
+    call = ControlCall(torch.zeros(4, 4, 8, 8), torch.ones(4), torch.zeros(4, 77, 32), None, parts=1, images=2,
+                       step=0, total_steps=3)
+    for mode, uncond in ((0, 1.0), (1, 0.825 ** 12), (2, 0.0)):
+        prepared = residuals.PreparedUnit(ControlUnit(control_mode=mode).checked(), Net(), "net", hint())
+        down, mid = residuals.residual_patch([prepared], 64, 64)(call)
+        assert float(down[0][:2].mean()) == pytest.approx(0.825 ** 12 if mode else 1.0)  # the prompt's rows
+        assert float(down[0][2:].mean()) == pytest.approx(uncond), mode  # the negative prompt's rows
+        assert float(mid[2:].mean()) == pytest.approx(1.0 if mode != 2 else 0.0)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(weight=3), "weight must be between 0.0 and 2.0"),
+    (dict(resize_mode="Stretch"), "resize_mode must be one of"),
+    (dict(control_mode=7), "control_mode must be one of"),
+    (dict(guidance_start=0.8, guidance_end=0.2), "guidance_start \\(0.8\\) is after guidance_end"),
+    (dict(weight="heavy"), "weight must be a number"),
+])
+def test_unit_mistakes_are_clear(fields, message):
+    with pytest.raises(UserError, match=message):
+        ControlUnit(**fields).checked()
+
+
+def test_api_unit_aliases():
+    u = ControlUnit.from_dict({"input_image": "x", "lowvram": True, "resize_mode": "Scale to Fit (Inner Fit)",
+                               "control_mode": 1, "unknown_field": 5})
+    assert (u.image, u.low_vram, u.resize_mode, u.control_mode) == ("x", True, "Crop and Resize",
+                                                                     "My prompt is more important")
+
+
+def test_missing_foreign_and_broken_files_are_named(manager, controlnets):
+    with pytest.raises(UserError, match="ControlNet model 'nope' not found"):
+        run(manager, controlnets, unit("nope"))
+    (controlnets / "notcn.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read ControlNet notcn.safetensors"):
+        run(manager, controlnets, unit("notcn"))
+    from safetensors.torch import save_file
+    save_file({"some.weight": torch.zeros(2)}, str(controlnets / "other.safetensors"))
+    with pytest.raises(UserError, match="other.safetensors is not a ControlNet"):
+        run(manager, controlnets, unit("other"))
+    assert manager.txt2img(PARAMS, None).images

@@ -1,0 +1,71 @@
+"""Preprocessors that need no weights, as the extension's (canny, invert, blur, threshold, …), and how a control
+map is fitted to the job's size (its three resize modes) and pixel-perfect resolution."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+
+# name → (function(rgb uint8 HxWx3, resolution, a, b) → uint8 map, threshold a default, threshold b default)
+DEFAULTS = {"none": (None, None), "invert": (None, None), "canny": (100, 200), "blur_gaussian": (9.0, None),
+            "threshold": (127, None)}
+
+
+def _resize_short(image: np.ndarray, resolution: int) -> np.ndarray:
+    """The extension's resize_image_with_pad core: the short side to `resolution`, area/cubic interpolation."""
+    import cv2
+
+    h, w = image.shape[:2]
+    k = resolution / min(h, w)
+    size = (max(int(round(w * k)), 1), max(int(round(h * k)), 1))
+    return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
+
+
+def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b: float = -1) -> Image.Image:
+    """The detected map for `image` (RGB picture), as the extension's preprocessor `module` makes it."""
+    import cv2
+
+    if module not in DEFAULTS:
+        raise UserError(f"ControlNet preprocessor {module!r} is not available here (available: "
+                        f"{', '.join(DEFAULTS)})")
+    default_a, default_b = DEFAULTS[module]
+    a = default_a if (a is None or a < 0) and default_a is not None else a
+    b = default_b if (b is None or b < 0) and default_b is not None else b
+    rgb = np.asarray(image.convert("RGB"))
+    if module == "none":
+        return Image.fromarray(rgb)
+    if module == "invert":
+        return Image.fromarray(255 - rgb)
+    resolution = resolution if resolution and resolution > 0 else 512
+    pixels = _resize_short(rgb, resolution)
+    if module == "canny":
+        edges = cv2.Canny(pixels, int(a), int(b))
+        return Image.fromarray(np.stack([edges] * 3, axis=-1))
+    if module == "blur_gaussian":
+        sigma = max(float(a), 0.01)
+        return Image.fromarray(cv2.GaussianBlur(pixels, (0, 0), sigma))
+    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)  # threshold
+    out = np.where(gray > a, 255, 0).astype(np.uint8)
+    return Image.fromarray(np.stack([out] * 3, axis=-1))
+
+
+def fit(hint: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """The map at the job's size: Just Resize stretches; Crop and Resize covers then centre-crops; Resize and
+    Fill fits inside and pads with black (the extension pads with the edge's mean; black keeps edge maps clean)."""
+    if mode == "Just Resize":
+        return hint.resize((width, height), Image.Resampling.LANCZOS)
+    scale = (max if mode == "Crop and Resize" else min)(width / hint.width, height / hint.height)
+    size = (max(round(hint.width * scale), 1), max(round(hint.height * scale), 1))
+    resized = hint.resize(size, Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(resized, ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
+
+
+def pixel_perfect_resolution(image: Image.Image, width: int, height: int, mode: str) -> int:
+    """The extension's pixel-perfect processor resolution: the map comes out at the size it will be used."""
+    raw_w, raw_h = image.size
+    k_w, k_h = width / raw_w, height / raw_h
+    k = min(k_w, k_h) if mode == "Resize and Fill" else max(k_w, k_h)
+    return int(np.round(min(raw_w, raw_h) * k))

@@ -1,0 +1,121 @@
+"""What the UNet gets from a job's ControlNet units: each unit's map fitted to the job (and to the hires pass's
+size), its ControlNet run on the same latents, timesteps and text as the UNet, the residuals weighted per layer
+by its control mode, the negative prompt's rows left out for "ControlNet is more important", several units
+summed. Registered on the job as a residual patch (engine/patches.py): nothing in the UNet is replaced."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..patches import ControlCall, JobPatches
+from . import files, model as control_model, preprocess
+from .units import ControlUnit
+
+
+@dataclass
+class PreparedUnit:
+    unit: ControlUnit
+    controlnet: object
+    title: str
+    hint: Image.Image  # the detected map at the job's size
+    path: Path | None = None
+    _tensors: dict = field(default_factory=dict)
+
+    def tensor(self, width: int, height: int, device, dtype) -> torch.Tensor:
+        key = (width, height)
+        if key not in self._tensors:
+            picture = self.hint if self.hint.size == key else self.hint.resize(key, Image.Resampling.LANCZOS)
+            pixels = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+            self._tensors[key] = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+        return self._tensors[key].to(device=device, dtype=dtype)
+
+
+def detected_map(unit: ControlUnit, width: int, height: int) -> Image.Image:
+    """The unit's map as the job uses it: preprocessed (pixel-perfect resolution if asked), fitted to size."""
+    from ..errors import UserError
+
+    if unit.image is None:
+        raise UserError("a ControlNet unit is enabled without an image")
+    resolution = unit.processor_res
+    if unit.pixel_perfect:
+        resolution = preprocess.pixel_perfect_resolution(unit.image, width, height, unit.resize_mode)
+    detected = preprocess.run(unit.module, unit.image, resolution, unit.threshold_a, unit.threshold_b)
+    return preprocess.fit(detected, width, height, unit.resize_mode)
+
+
+def prepare(units: list[ControlUnit], folder: Path, width: int, height: int) -> list[PreparedUnit]:
+    """The enabled units with their files found and maps detected; their ControlNets are built by load()."""
+    prepared = []
+    for unit in units:
+        if not unit.enabled:
+            continue
+        found = files.find(unit.model, folder)
+        prepared.append(PreparedUnit(unit, None, found.title, detected_map(unit, width, height), found.path))
+    return prepared
+
+
+def load(prepared: list[PreparedUnit], unet) -> None:
+    for item in prepared:
+        item.controlnet = control_model.load(item.path, unet)
+
+
+def residual_patch(prepared: list[PreparedUnit], width: int, height: int):
+    """fn(ControlCall) -> (down residuals, mid residual) or None, for JobPatches.add_residuals."""
+    def residuals(call: ControlCall):
+        fraction = call.step / max(call.total_steps, 1)
+        h, w = call.x.shape[-2] * 8, call.x.shape[-1] * 8
+        hires = (w, h) != (width, height)
+        total = None
+        for item in prepared:
+            unit = item.unit
+            if unit.weight == 0 or not unit.active_at(fraction):
+                continue
+            if unit.hr_option == "Low res only" and hires or unit.hr_option == "High res only" and not hires:
+                continue
+            net = item.controlnet
+            dtype = net.dtype
+            hint = item.tensor(w, h, call.x.device, dtype).expand(call.x.shape[0], -1, -1, -1)
+            added = {k: v.to(dtype) for k, v in call.added.items()} if call.added else None
+            down, mid = net(call.x.to(dtype), call.t.to(dtype), encoder_hidden_states=call.context.to(dtype),
+                            controlnet_cond=hint, added_cond_kwargs=added, return_dict=False)
+            outs = list(down) + [mid]
+            weights = unit.layer_weights(len(outs))
+            outs = [out * weight for out, weight in zip(outs, weights)]
+            if not unit.uncond_gets_control:
+                rows = call.uncond_rows
+                for out in outs:
+                    out[rows] = 0
+            total = outs if total is None else [a + b for a, b in zip(total, outs)]
+        return (total[:-1], total[-1]) if total is not None else None
+    return residuals
+
+
+def infotext(index: int, item: PreparedUnit) -> tuple[str, str]:
+    """The extension's `ControlNet N` infotext entry for one unit."""
+    u = item.unit
+    a = u.threshold_a if u.threshold_a >= 0 else preprocess.DEFAULTS.get(u.module, (None, None))[0]
+    b = u.threshold_b if u.threshold_b >= 0 else preprocess.DEFAULTS.get(u.module, (None, None))[1]
+    fields = [("Module", u.module), ("Model", item.title), ("Weight", u.weight), ("Resize Mode", u.resize_mode),
+              ("Processor Res", u.processor_res), ("Threshold A", float(a if a is not None else -1)),
+              ("Threshold B", float(b if b is not None else -1)), ("Guidance Start", u.guidance_start),
+              ("Guidance End", u.guidance_end), ("Pixel Perfect", u.pixel_perfect), ("Control Mode", u.control_mode)]
+    return f"ControlNet {index}", ", ".join(f"{k}: {v}" for k, v in fields)
+
+
+def register(patches: JobPatches, units: list[ControlUnit], folder: Path, width: int, height: int) -> dict:
+    """The units on a job: files found and maps made now (a mistake stops the job before it queues), their
+    ControlNets built once the job's model is known, their residuals patched in. Returns the job's infotext
+    fields, one `ControlNet N` per enabled unit."""
+    prepared = prepare(units, folder, width, height)
+    if not prepared:
+        return {}
+
+    def setup(components):
+        load(prepared, components.unet)
+    patches.on_model(setup)
+    patches.add_residuals(residual_patch(prepared, width, height))
+    return dict(infotext(index, item) for index, item in enumerate(prepared))
