@@ -40,6 +40,8 @@ def _add_common(p: argparse.ArgumentParser):
                    help="textual inversion folder, searched recursively (default: DATA_DIR/embeddings)")
     p.add_argument("--lora-dir", type=Path, default=None,
                    help="LoRA / LyCORIS folder, searched recursively (default: DATA_DIR/models/Lora)")
+    p.add_argument("--controlnet-dir", type=Path, default=None,
+                   help="ControlNet models folder, searched recursively (default: DATA_DIR/models/ControlNet)")
     p.add_argument("--disable-nan-check", action="store_true",
                    help="save whatever a job makes even when its latent turns NaN (a black picture) instead of "
                         "stopping with an error")
@@ -185,7 +187,8 @@ def _manager(args):
                            embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
                            vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
                            offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none",
-                           lora_dir=args.lora_dir, nan_check=not args.disable_nan_check)
+                           lora_dir=args.lora_dir, nan_check=not args.disable_nan_check,
+                           controlnet_dir=args.controlnet_dir)
 
 
 def _scripts(args, manager):

@@ -131,7 +131,7 @@ class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, embeddings_dir: Path | None = None, vae_dir: Path | None = None,
                  vae_dtype: torch.dtype | None = None, offload: str = "none", lora_dir: Path | None = None,
-                 nan_check: bool = True, settings_path: Path | None = None):
+                 nan_check: bool = True, settings_path: Path | None = None, controlnet_dir: Path | None = None):
         """offload: "none"; "medvram" (each of text encoder, UNet, VAE moved to the device only while it runs);
         "lowvram" (as medvram, and the UNet's submodules one at a time: least memory, slowest).
         nan_check: stop a job whose latent turns NaN/inf rather than save a black picture (--disable-nan-check).
@@ -139,6 +139,7 @@ class PipelineManager:
         self.ckpt_dir = Path(ckpt_dir)
         self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
         self.vae_approx_dir = Path(data_dir) / "models" / "VAE-approx"  # TAESD preview decoders
+        self.controlnet_dir = Path(controlnet_dir or Path(data_dir) / "models" / "ControlNet")
         self.hashes = HashCache(Path(data_dir) / "cache.json")
         self.loras = LoraLibrary(Path(lora_dir or Path(data_dir) / "models" / "Lora"), self.hashes)
         self.upscaler_models = UpscalerModels(Path(data_dir) / "models")  # ESRGAN/, RealESRGAN/, SwinIR/, …

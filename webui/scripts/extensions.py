@@ -179,7 +179,11 @@ class ScriptSystem:
         return lines + self.txt2img.errors + self.img2img.errors + callbacks.errors
 
     def connect(self, manager) -> None:
-        """Extensions' on_model_loaded callbacks get each checkpoint the manager loads (its components)."""
+        """Extensions' on_model_loaded callbacks get each checkpoint the manager loads (its components); the
+        manager is theirs to read as `webui.scripts.shared.manager`."""
+        from . import shared
+
+        shared.manager = manager
         manager.model_listeners[:] = [f for f in manager.model_listeners if not getattr(f, "from_scripts", False)]
 
         def loaded(model):

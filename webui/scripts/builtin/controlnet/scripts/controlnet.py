@@ -1,0 +1,167 @@
+"""ControlNet as the sd-webui-controlnet extension presents it: an always-on script with one tab per unit, the
+API's `alwayson_scripts: {"controlnet": {"args": [unit, …]}}` (the extension's field names; `args: []` turns it
+off) and its /controlnet/* routes. The work is the engine's (webui/engine/control): this file maps the UI and
+the API onto units and registers them on the job."""
+from __future__ import annotations
+
+from webui.engine.control import files, preprocess, residuals
+from webui.engine.control.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlUnit
+from webui.engine.errors import UserError
+from webui.scripts import callbacks, script_api as scripts, shared
+
+TITLE = "ControlNet"
+UNITS = 3  # the extension's default "Multi-ControlNet: ControlNet unit number"
+# one unit's controls, in the order they are the script's arguments
+UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "resize_mode", "processor_res", "threshold_a",
+               "threshold_b", "guidance_start", "guidance_end", "pixel_perfect", "control_mode", "hr_option")
+
+
+def model_titles() -> list[str]:
+    folder = shared.manager.controlnet_dir if shared.manager is not None else None
+    return ["None", *(f.title for f in files.list_files(folder))] if folder else ["None"]
+
+
+def _image(value):
+    """A unit's picture from the UI (PIL) or the API (base64, or the extension's {"image": …, "mask": …})."""
+    from webui.engine.imaging.open import open_base64
+    from webui.engine.jobs.img2img import MAX_INIT_PIXELS
+
+    if isinstance(value, dict):
+        value = value.get("image")
+    if value is None or hasattr(value, "convert"):
+        return value
+    return open_base64(value, MAX_INIT_PIXELS, "ControlNet image")
+
+
+def units_from_args(args) -> list[ControlUnit]:
+    """The API's unit dicts (the slots after them keep the UI's defaults, as A1111 fills a script's arguments),
+    or the UI's flat values (UNIT_FIELDS per unit)."""
+    if not args:
+        return []
+    given = [a for a in args if isinstance(a, dict)]
+    if given:
+        units = []
+        for data in given:
+            unit = ControlUnit.from_dict(data)
+            unit.image = _image(unit.image)
+            units.append(unit)
+        return units
+    if len(args) % len(UNIT_FIELDS):
+        raise UserError(f"ControlNet takes {len(UNIT_FIELDS)} values per unit, got {len(args)}")
+    units = []
+    for start in range(0, len(args), len(UNIT_FIELDS)):
+        values = dict(zip(UNIT_FIELDS, args[start:start + len(UNIT_FIELDS)]))
+        if values["enabled"]:
+            values["image"] = _image(values["image"])
+            units.append(ControlUnit(**values).checked())
+    return units
+
+
+class Script(scripts.Script):
+    def title(self):
+        return TITLE
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        import gradio as gr
+
+        controls = []
+        tab = "img2img" if is_img2img else "txt2img"
+        with gr.Accordion(TITLE, open=False, elem_id=f"{tab}_controlnet"):
+            with gr.Tabs():
+                for index in range(UNITS):
+                    with gr.Tab(f"ControlNet Unit {index}"):
+                        controls += self._unit_ui(gr, f"{tab}_controlnet_{index}")
+        return controls
+
+    def _unit_ui(self, gr, prefix):
+        enabled = gr.Checkbox(label="Enable", value=False, elem_id=f"{prefix}_enable")
+        with gr.Row():
+            image = gr.Image(label="Control image", type="pil", elem_id=f"{prefix}_image")
+            shown = gr.Image(label="Preprocessor preview", type="pil", interactive=False)
+        with gr.Row():
+            module = gr.Dropdown(list(preprocess.DEFAULTS), value="none", label="Preprocessor")
+            model = gr.Dropdown(model_titles(), value="None", label="Model", elem_id=f"{prefix}_model")
+            refresh = gr.Button("🔄", size="sm")
+            preview = gr.Button("💥 Preview", size="sm")
+        weight = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control Weight")
+        with gr.Row():
+            start = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Starting Control Step")
+            end = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="Ending Control Step")
+        with gr.Row():
+            resolution = gr.Slider(64, 2048, value=512, step=1, label="Preprocessor Resolution")
+            threshold_a = gr.Slider(-1, 255, value=-1, step=1, label="Threshold A (-1: the preprocessor's)")
+            threshold_b = gr.Slider(-1, 255, value=-1, step=1, label="Threshold B (-1: the preprocessor's)")
+        pixel_perfect = gr.Checkbox(label="Pixel Perfect", value=False)
+        control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode")
+        resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode")
+        hr_option = gr.Radio(list(HR_OPTIONS), value="Both", label="Hires-Fix Option")
+        refresh.click(lambda: gr.update(choices=model_titles()), outputs=model, api_name=False)
+        preview.click(_preview, inputs=[image, module, resolution, threshold_a, threshold_b], outputs=shown,
+                      api_name=False)
+        return [enabled, image, module, model, weight, resize_mode, resolution, threshold_a, threshold_b, start, end,
+                pixel_perfect, control_mode, hr_option]
+
+    def process(self, p, *args):
+        units = [u for u in units_from_args(args) if u.enabled]
+        if not units:
+            return
+        folder = p.manager.controlnet_dir
+        p.extra_generation_params.update(residuals.register(p.patches, units, folder, p.width, p.height))
+
+
+def _preview(image, module, resolution, a, b):
+    if image is None:
+        raise UserError("upload a control image first")
+    return preprocess.run(module, image, int(resolution), float(a), float(b))
+
+
+def add_routes(demo, app):
+    from fastapi import Body
+
+    from webui.api.responses import b64_image
+
+    @app.get("/controlnet/version")
+    def version():
+        return {"version": 2}
+
+    @app.get("/controlnet/model_list")
+    def model_list():
+        return {"model_list": model_titles()[1:]}
+
+    @app.get("/controlnet/module_list")
+    def module_list(alias_names: bool = False):
+        detail = {name: {"model_free": name == "none", "sliders": []} for name in preprocess.DEFAULTS}
+        return {"module_list": list(preprocess.DEFAULTS), "module_detail": detail}
+
+    @app.get("/controlnet/control_types")
+    def control_types():
+        models = model_titles()[1:]
+        return {"control_types": {"All": {"module_list": list(preprocess.DEFAULTS), "model_list": models,
+                                          "default_option": "none", "default_model": "None"},
+                                  "Canny": {"module_list": ["canny", "invert"],
+                                            "model_list": [m for m in models if "canny" in m.lower()],
+                                            "default_option": "canny", "default_model": "None"}}}
+
+    @app.get("/controlnet/settings")
+    def settings():
+        return {"control_net_unit_count": UNITS}
+
+    @app.post("/controlnet/detect")
+    def detect(body: dict = Body(...)):
+        from fastapi import HTTPException
+
+        try:
+            module = body.get("controlnet_module", "none")
+            maps = [preprocess.run(module, _image(image), int(body.get("controlnet_processor_res", 512)),
+                                   float(body.get("controlnet_threshold_a", -1)),
+                                   float(body.get("controlnet_threshold_b", -1)))
+                    for image in body.get("controlnet_input_images", [])]
+        except UserError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        return {"images": [b64_image(m) for m in maps], "info": "Success"}
+
+
+callbacks.on_app_started(add_routes)
