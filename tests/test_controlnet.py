@@ -61,6 +61,11 @@ def controlnets(manager, data_dir):
     ldm = {ldm_key(k, config): v for k, v in state.items()}
     save_file(ldm, str(folder / "cn-ldm.safetensors"))
     torch.save({"control_model." + k: v for k, v in ldm.items()}, folder / "cn-prefixed.pth")
+    # a "diff" ControlNet: the weights it shares with the UNet stored as differences from the UNet's
+    base = {unet_key(k, config).removeprefix(UNET_PREFIX): v for k, v in unet.state_dict().items()
+            if not k.startswith("up_blocks.") and not k.startswith("conv_norm_out") and not k.startswith("conv_out")}
+    diff = {k: (v - base[k]) if k in base else v for k, v in ldm.items()}
+    save_file({**diff, "difference": torch.tensor([1.0])}, str(folder / "cn-diff.safetensors"))
     return folder
 
 
@@ -97,6 +102,9 @@ def test_zero_convs_weight_zero_and_guidance_end_zero_change_nothing(manager, co
 def test_the_same_weights_in_every_layout_give_the_same_picture(manager, controlnets):
     pictures = [pixels(run(manager, controlnets, unit(name))) for name in ("cn-diffusers", "cn-ldm", "cn-prefixed")]
     assert np.array_equal(pictures[0], pictures[1]) and np.array_equal(pictures[0], pictures[2])
+    # the diff file's weights are rebuilt by an addition: the same picture up to rounding of the weights
+    diff = run(manager, controlnets, unit("cn-diff"))
+    assert np.abs(pixels(diff).astype(int) - pictures[0].astype(int)).max() <= 2
 
 
 def test_two_units_add_their_residuals(manager, controlnets):
@@ -166,3 +174,33 @@ def test_missing_foreign_and_broken_files_are_named(manager, controlnets):
     with pytest.raises(UserError, match="other.safetensors is not a ControlNet"):
         run(manager, controlnets, unit("other"))
     assert manager.txt2img(PARAMS, None).images
+
+
+def test_hires_option_and_the_second_pass(manager, controlnets):
+    """hr_option: "Low res only" controls the first pass alone, "High res only" the second alone; each differs
+    from no control and from the other, and "Both" from either."""
+    params = PARAMS.replace(enable_hr=True, hr_scale=2.0, hr_upscaler="Latent", denoising_strength=0.6)
+    plain = pixels(manager.txt2img(params, None))
+    got = {option: pixels(run(manager, controlnets, unit(hr_option=option), params=params))
+           for option in ("Both", "Low res only", "High res only")}
+    assert all(image.shape == (128, 128, 3) for image in got.values())
+    pictures = [plain, *got.values()]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(pictures) for b in pictures[i + 1:])
+
+
+def test_img2img_unit_without_a_picture_uses_the_init_image(manager, controlnets):
+    from webui.scripts import callbacks
+    from webui.scripts.extensions import load_scripts
+    from webui.scripts.jobs import run_job
+
+    callbacks.clear()
+    system = load_scripts(None)
+    init = hint()
+    request = PARAMS.replace(denoising_strength=0.7)
+    args = system.img2img.build_args(None, None, {"ControlNet": {"args": [{"model": "cn-diffusers"}]}})
+    without_image = run_job(system, manager, request, None, args=args, init=init, img2img=True)
+    args = system.img2img.build_args(None, None, {"ControlNet": {"args": [{"model": "cn-diffusers",
+                                                                           "image": init}]}})
+    with_image = run_job(system, manager, request, None, args=args, init=init, img2img=True)
+    assert np.array_equal(np.asarray(without_image.images[0]), np.asarray(with_image.images[0]))
+    callbacks.clear()

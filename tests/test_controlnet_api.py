@@ -44,7 +44,8 @@ def test_webuiapi_controlnet_unit_and_the_routes(manager, data_dir, controlnets,
     with LiveServer(app) as server:
         client = webuiapi.WebUIApi(host="127.0.0.1", port=server.port)
         models = requests.get(f"{server.url}/controlnet/model_list", timeout=30).json()["model_list"]
-        assert [m.split(" [")[0] for m in models] == ["cn-diffusers", "cn-ldm", "cn-prefixed", "cn-zero"]
+        assert [m.split(" [")[0] for m in models] == ["cn-diff", "cn-diffusers", "cn-ldm", "cn-prefixed",
+                                                    "cn-zero"]
         unit = webuiapi.ControlNetUnit(image=hint(), module="none", model="cn-diffusers", weight=1.0)
         result = client.txt2img(prompt="a cat", negative_prompt="ugly", steps=3, seed=5, width=64, height=64,
                                 sampler_name="Euler", cfg_scale=7, controlnet_units=[unit],

@@ -80,6 +80,29 @@ def _config(unet, state: dict, kind: str) -> dict:
         conditioning_embedding_out_channels=outs, conditioning_channels=channels)
 
 
+def _undiff(state: dict, unet) -> dict:
+    """A "diff" ControlNet (a `difference` key): its UNet-shaped weights are stored as differences from the base
+    model, so the loaded UNet's own weights are added back, as the extension does."""
+    from ..models.ldm_layout import UNET_PREFIX, unet_key
+
+    config = dict(unet.config)
+    base = {}
+    for key, tensor in unet.state_dict().items():
+        try:
+            base[unet_key(key, config).removeprefix(UNET_PREFIX)] = tensor
+        except KeyError:
+            continue
+    out = {}
+    for key, tensor in state.items():
+        bare = key.removeprefix("control_model.")
+        if bare == "difference":
+            continue
+        if bare in base and base[bare].shape == tensor.shape:
+            tensor = tensor + base[bare].to("cpu", tensor.dtype)
+        out[key] = tensor
+    return out
+
+
 def build(state: dict, unet, name: str):
     """A ControlNetModel for `unet` with the weights in `state`."""
     from accelerate import init_empty_weights
@@ -89,6 +112,8 @@ def build(state: dict, unet, name: str):
     if kind == "unknown":
         raise UserError(f"{name} is not a ControlNet this version reads (no ControlNet keys: input_hint_block / "
                         "zero_convs, or diffusers' controlnet_cond_embedding)")
+    if "difference" in state or "control_model.difference" in state:
+        state = _undiff(state, unet)
     config = _config(unet, state, kind)
     if kind == "ldm":
         from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint

@@ -108,6 +108,9 @@ class Script(scripts.Script):
         units = [u for u in units_from_args(args) if u.enabled]
         if not units:
             return
+        for unit in units:  # the extension's img2img: a unit without its own picture uses the init image
+            if unit.image is None and p.is_img2img and p.init_images:
+                unit.image = p.init_images[0]
         folder = p.manager.controlnet_dir
         p.extra_generation_params.update(residuals.register(p.patches, units, folder, p.width, p.height))
 
