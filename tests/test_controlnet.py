@@ -204,3 +204,23 @@ def test_img2img_unit_without_a_picture_uses_the_init_image(manager, controlnets
     with_image = run_job(system, manager, request, None, args=args, init=init, img2img=True)
     assert np.array_equal(np.asarray(without_image.images[0]), np.asarray(with_image.images[0]))
     callbacks.clear()
+
+
+@pytest.mark.parametrize("module", ["none", "invert", "canny", "blur_gaussian", "threshold", "scribble_xdog",
+                                    "lineart_standard", "tile_resample", "color", "recolor_luminance",
+                                    "recolor_intensity"])
+def test_weightless_preprocessors_make_maps_that_follow_the_picture(module):
+    """Each map is an RGB picture at the processor resolution (the picture's short side, for none/invert), black
+    for a blank picture where the preprocessor draws lines, and different for a picture with a shape in it."""
+    from webui.engine.control import preprocess
+
+    blank = Image.new("RGB", (64, 64), (200, 200, 200))
+    shape = hint()
+    out_blank = preprocess.run(module, blank, 64)
+    out_shape = preprocess.run(module, shape, 64)
+    assert out_shape.mode == "RGB" and min(out_shape.size) == 64
+    if module in ("canny", "scribble_xdog", "lineart_standard"):
+        assert np.asarray(out_blank).max() == 0 and np.asarray(out_shape).max() > 0
+    assert not np.array_equal(np.asarray(out_blank), np.asarray(out_shape))
+    with pytest.raises(UserError, match="preprocessor 'depth' is not available"):
+        preprocess.run("depth", shape)

@@ -9,7 +9,9 @@ from ..errors import UserError
 
 # name → (function(rgb uint8 HxWx3, resolution, a, b) → uint8 map, threshold a default, threshold b default)
 DEFAULTS = {"none": (None, None), "invert": (None, None), "canny": (100, 200), "blur_gaussian": (9.0, None),
-            "threshold": (127, None)}
+            "threshold": (127, None), "scribble_xdog": (32, None), "lineart_standard": (None, None),
+            "tile_resample": (1.0, None), "color": (None, None), "recolor_luminance": (1.0, None),
+            "recolor_intensity": (1.0, None)}
 
 
 def _resize_short(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -45,9 +47,74 @@ def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b
     if module == "blur_gaussian":
         sigma = max(float(a), 0.01)
         return Image.fromarray(cv2.GaussianBlur(pixels, (0, 0), sigma))
+    if module in EXTRA:
+        out = EXTRA[module](pixels, a, b)
+        return Image.fromarray(np.stack([out] * 3, axis=-1) if out.ndim == 2 else out)
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)  # threshold
     out = np.where(gray > a, 255, 0).astype(np.uint8)
     return Image.fromarray(np.stack([out] * 3, axis=-1))
+
+
+def _scribble_xdog(pixels, a, b):
+    """Difference of Gaussians (σ 0.5 and 5), lines where it passes threshold A."""
+    import cv2
+
+    x = pixels.astype(np.float32)
+    dog = (255 - np.min(cv2.GaussianBlur(x, (0, 0), 5.0) - cv2.GaussianBlur(x, (0, 0), 0.5), axis=2)).clip(0, 255)
+    out = np.zeros(pixels.shape[:2], dtype=np.uint8)
+    out[2 * (255 - dog) > a] = 255
+    return out
+
+
+def _lineart_standard(pixels, a, b):
+    """Darker-than-surroundings intensity (σ 6 blur), normalised by its median, as white lines on black."""
+    import cv2
+
+    x = pixels.astype(np.float32)
+    intensity = np.min(cv2.GaussianBlur(x, (0, 0), 6.0) - x, axis=2).clip(0, 255)
+    strong = intensity[intensity > 8]
+    intensity /= max(16.0, float(np.median(strong)) if strong.size else 16.0)
+    return (intensity * 127).clip(0, 255).astype(np.uint8)
+
+
+def _tile_resample(pixels, a, b):
+    """Down-sampled by threshold A (≥ 1.1; below that the picture as it is)."""
+    import cv2
+
+    if a < 1.1:
+        return pixels
+    h, w = pixels.shape[:2]
+    return cv2.resize(pixels, (max(int(w / a), 1), max(int(h / a), 1)), interpolation=cv2.INTER_AREA)
+
+
+def _color(pixels, a, b):
+    """A 64× coarser colour layout, blown back up in blocks."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    small = cv2.resize(pixels, (max(w // 64, 1), max(h // 64, 1)), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def _recolor(channel_of):
+    def recolor(pixels, a, b):
+        value = channel_of(pixels).astype(np.float32) / 255.0
+        return ((value ** float(a)) * 255.0).clip(0, 255).astype(np.uint8)
+    return recolor
+
+
+def _luminance(pixels):
+    import cv2
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2LAB)[:, :, 0]
+
+
+def _intensity(pixels):
+    import cv2
+    return cv2.cvtColor(pixels, cv2.COLOR_RGB2HSV)[:, :, 2]
+
+
+EXTRA = {"scribble_xdog": _scribble_xdog, "lineart_standard": _lineart_standard, "tile_resample": _tile_resample,
+         "color": _color, "recolor_luminance": _recolor(_luminance), "recolor_intensity": _recolor(_intensity)}
 
 
 def fit(hint: Image.Image, width: int, height: int, mode: str) -> Image.Image:
