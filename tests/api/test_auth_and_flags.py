@@ -66,7 +66,7 @@ def captured(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(app, "launch", lambda manager, **kw: seen.update(kw, ui=True))
-    monkeypatch.setattr(server, "serve", lambda manager, config, host, port, cors=None: seen.update(
+    monkeypatch.setattr(server, "serve", lambda manager, config, host, port, cors=None, on_app=None: seen.update(
         host=host, port=port, api=config, ui=False))
     return seen
 
