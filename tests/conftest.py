@@ -51,18 +51,23 @@ def small(**kw):
     return GenerationParams(**defaults)
 
 
+def serve_app(demo, data_dir) -> str:
+    """Launch a built app on a free local port (outputs in data_dir/outputs); its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        allowed_paths=[str(data_dir / "outputs")])
+    return f"http://127.0.0.1:{port}/"
+
+
 @pytest.fixture
 def launched(manager, data_dir):
     """(demo, url): the whole app served on a free port, outputs in data_dir/outputs."""
     from webui.ui.app import build_app
 
     demo = build_app(manager, data_dir / "outputs", "tiny.safetensors")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data_dir / "outputs")])
-    yield demo, f"http://127.0.0.1:{port}/"
+    yield demo, serve_app(demo, data_dir)
     demo.close()
 
 

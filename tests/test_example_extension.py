@@ -35,7 +35,7 @@ def boosted(system, enabled, factor=1.5):
 def test_the_example_is_discovered_with_its_css_and_javascript(system):
     ext = next(e for e in system.extensions if e.name == "attention-boost")
     assert not ext.builtin and ext.enabled and not ext.errors
-    assert [s.display_title for s in system.txt2img.alwayson] == [TITLE]
+    assert [s.display_title for s in system.txt2img.alwayson] == ["ControlNet", TITLE]  # built-in first
     assert "border-left" in system.css
     assert [p.name for p in system.javascript] == ["attention_boost.js"]
 
@@ -95,4 +95,4 @@ def test_cli_runs_with_the_extension_installed_and_a_disabled_one_is_skipped(dat
     import json
     (data_dir / "config.json").write_text(json.dumps({"disabled_extensions": ["attention-boost"]}))
     system = load_scripts(data_dir / "extensions", {"attention-boost"})
-    assert system.txt2img.alwayson == []
+    assert TITLE not in [s.display_title for s in system.txt2img.alwayson]

@@ -7,7 +7,8 @@ import numpy as np
 from conftest import small
 
 
-def test_previews_every_n_steps_and_the_picture_is_unchanged(manager):
+def spy_on_previews(manager) -> list:
+    """(step, whether the task got a new preview, the preview's shape) after every sampler step of later jobs."""
     seen = []
     original = manager._control
 
@@ -22,6 +23,11 @@ def test_previews_every_n_steps_and_the_picture_is_unchanged(manager):
         control.on_step = on_step
         return control
     manager._control = spying
+    return seen
+
+
+def test_previews_every_n_steps_and_the_picture_is_unchanged(manager):
+    seen = spy_on_previews(manager)
     manager.update_settings(show_progress_every_n_steps=3)
     with_previews = manager.txt2img(small(steps=7), None)
     assert [(step, new) for step, new, _ in seen] == [(1, False), (2, False), (3, True), (4, False), (5, False),
@@ -124,27 +130,15 @@ def test_taesd_preview_matches_the_original_decoder_and_leaves_the_picture_alone
     assert torch.allclose(ours, theirs.clamp(-1, 1), atol=1e-5)
 
     plain = manager.txt2img(small(steps=4), None)
-    shapes = []
-    original_control = manager._control
-
-    def spying(task, *args, **kwargs):
-        control = original_control(task, *args, **kwargs)
-        report = control.on_step
-
-        def on_step(step, steps, latents):
-            report(step, steps, latents)
-            shapes.append(None if task.preview is None else tuple(task.preview.shape))
-        control.on_step = on_step
-        return control
-    manager._control = spying
+    seen = spy_on_previews(manager)
     manager.update_settings(show_progress_type="TAESD", show_progress_every_n_steps=2)
     with_taesd = manager.txt2img(small(steps=4), None)
-    assert shapes[-1] == (3, 64, 64), "full-size previews from TAESD"
+    assert seen[-1][2] == (3, 64, 64), "full-size previews from TAESD"
     assert np.array_equal(np.asarray(with_taesd.images[0]), np.asarray(plain.images[0]))
     manager.update_settings(show_progress_type="Full")
-    shapes.clear()
+    seen.clear()
     manager.txt2img(small(steps=4), None)
-    assert shapes[-1] == (3, 64, 64)
+    assert seen[-1][2] == (3, 64, 64)
 
 
 def test_a_missing_or_broken_taesd_file_falls_back_to_cheap_previews(manager, data_dir, caplog):

@@ -121,7 +121,7 @@ def test_an_a1111_script_runs_with_only_its_imports_changed(manager, extensions_
     write_extension(extensions_dir, "a1111-style", {"scripts/add_word.py": A1111_SCRIPT})
     system = load_scripts(extensions_dir)
     runner = system.txt2img
-    assert "Add a word" in runner.titles() and [s.display_title for s in runner.alwayson] == ["Stamp"]
+    assert "Add a word" in runner.titles() and [s.display_title for s in runner.alwayson] == ["ControlNet", "Stamp"]
     args = runner.build_args("Add a word", ["dusk", 2], {"Stamp": {"args": [True]}})
     p, processed = job(manager, system, args, tmp_path / "out")
     stamp = runner.find_alwayson("Stamp")

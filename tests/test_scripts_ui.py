@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import small
+from conftest import serve_app, small
 from webui.scripts import callbacks
 from webui.scripts.extensions import load_scripts
 
@@ -27,12 +26,7 @@ def app_with_scripts(manager, data_dir):
     shutil.copytree(REPO_EXTENSIONS / "attention-boost", data_dir / "extensions" / "attention-boost")
     system = load_scripts(data_dir / "extensions")
     demo = build_app(manager, data_dir / "outputs", "tiny.safetensors", system)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data_dir / "outputs")])
-    yield system, f"http://127.0.0.1:{port}/"
+    yield system, serve_app(demo, data_dir)
     demo.close()
     callbacks.clear()
 
@@ -55,9 +49,9 @@ def test_xyz_plot_from_the_txt2img_tab(app_with_scripts, manager):
     positional = ["tiny.safetensors", "a cat", "ugly", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 77]
     for value, param in zip(positional, info["parameters"]):
         kwargs[param["parameter_name"]] = value
-    missing = [p["label"] for p in info["parameters"] if not p["parameter_has_default"]
-               and p["parameter_name"] not in kwargs]
-    assert not missing, missing
+    missing = [p for p in info["parameters"] if not p["parameter_has_default"] and p["parameter_name"] not in kwargs]
+    assert {p["label"] for p in missing} <= {"Control image"}, "only pictures have no default"
+    kwargs.update({p["parameter_name"]: None for p in missing})
     gallery, text = client.predict(**kwargs, api_name="/txt2img")
     assert len(gallery) == 1, "the grid alone (sub images off)"
     grid = Image.open(gallery[0]["image"])
@@ -78,4 +72,5 @@ def test_extensions_tab_saves_disabled_extensions(app_with_scripts, manager, dat
     assert "1 disabled" in status
     assert manager.settings.disabled_extensions == ["attention-boost"]
     assert json.loads((data_dir / "config.json").read_text())["disabled_extensions"] == ["attention-boost"]
-    assert load_scripts(data_dir / "extensions", set(manager.settings.disabled_extensions)).txt2img.alwayson == []
+    system = load_scripts(data_dir / "extensions", set(manager.settings.disabled_extensions))
+    assert [s.display_title for s in system.txt2img.alwayson] == ["ControlNet"]  # the built-in one stays
