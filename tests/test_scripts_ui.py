@@ -25,7 +25,11 @@ def app_with_scripts(manager, data_dir):
     callbacks.clear()
     shutil.copytree(REPO_EXTENSIONS / "attention-boost", data_dir / "extensions" / "attention-boost")
     system = load_scripts(data_dir / "extensions")
+    called = []
+    callbacks.on_before_ui(lambda: called.append("before_ui"))
+    callbacks.on_ui_settings(lambda: called.append("ui_settings"))
     demo = build_app(manager, data_dir / "outputs", "tiny.safetensors", system)
+    assert called == ["before_ui", "ui_settings"]
     yield system, serve_app(demo, data_dir)
     demo.close()
     callbacks.clear()

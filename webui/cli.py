@@ -205,7 +205,8 @@ def _scripts(args, manager):
 
 
 def _script_job(args, manager, params, outdir, img2img=False, init=None, mask=None):
-    """The job with --script (or any always-on extension), else the manager's own."""
+    """The job with --script (the always-on scripts run with their defaults: a plain CLI job runs none, so it
+    needs no UI toolkit). Each picture's path is printed as it is saved; a script's grids at the end."""
     import json
 
     from .engine.errors import UserError
@@ -224,10 +225,15 @@ def _script_job(args, manager, params, outdir, img2img=False, init=None, mask=No
         if not args.script:
             raise UserError("--script-args needs --script NAME")
         script_args = runner.build_args(args.script, given, None)
+    printed = set()
+
+    def saved(path):
+        printed.add(str(path))
+        _print_path(path)
     processed = run_job(system, manager, params, outdir, args=script_args, init=init, mask=mask, img2img=img2img,
-                        on_progress=ProgressBar())
-    if getattr(processed, "from_script", False) or runner.alwayson:
-        for path in processed.paths:
+                        on_progress=ProgressBar(), on_saved=saved)
+    for path in processed.paths:
+        if str(path) not in printed:
             _print_path(path)
     return processed
 
@@ -276,20 +282,9 @@ def run_txt2img(argv: list[str]) -> int:
         # no size asked for: the size the checkpoint was trained at, where it says (the demo model: 64×64)
         width, height = manager.native_size(args.ckpt) or (params.width, params.height)
         params = params.replace(width=width, height=height)
-    if args.script or args.script_args or _has_alwayson(args, manager):
+    if args.script or args.script_args:
         return _report(_script_job(args, manager, params, outdir))
     return _report(manager.txt2img(params, outdir, on_saved=_print_path, on_progress=ProgressBar()))
-
-
-def _has_alwayson(args, manager) -> bool:
-    """Whether a user extension is installed and enabled (the built-in scripts are all selectable)."""
-    if args.disable_all_extensions:
-        return False
-    from .scripts.extensions import discover
-
-    folder = args.extensions_dir or args.data_dir / "extensions"
-    disabled = set(manager.settings.disabled_extensions)
-    return any(e.enabled and e.script_files for e in discover(folder, disabled) if not e.builtin)
 
 
 def run_img2img(argv: list[str]) -> int:
@@ -312,7 +307,7 @@ def run_img2img(argv: list[str]) -> int:
         params = params.replace(width=width, height=height)
     _, outdir = _paths(args)
     manager = _manager(args)
-    if args.script or args.script_args or _has_alwayson(args, manager):
+    if args.script or args.script_args:
         return _report(_script_job(args, manager, params, outdir, img2img=True, init=init, mask=mask))
     return _report(manager.img2img(params, init, mask, outdir, on_saved=_print_path, on_progress=ProgressBar()))
 

@@ -71,6 +71,7 @@ class StableDiffusionProcessing:
         self.sampler_noise_scheduler_override = None
         self.user = None
         self.on_progress = None  # (done, total) for the UI / CLI progress bar
+        self.on_saved = None  # (path) as each picture is written (the CLI prints it)
         self.warnings: list[str] = []
 
     # A1111 names for values the request spells differently
@@ -138,7 +139,7 @@ class StableDiffusionProcessing:
     def run_job(self, options: JobOptions, prompt, negative, seed, subseed, single=False):
         return self.manager.txt2img(self.job_params(prompt, negative, seed, subseed, single),
                                     None if self.do_not_save_samples else self.outdir,
-                                    on_progress=self.on_progress, task=options)
+                                    on_progress=self.on_progress, on_saved=self.on_saved, task=options)
 
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
@@ -165,7 +166,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         return self.manager.img2img(self.job_params(prompt, negative, seed, subseed, single), self.init_images[0],
                                     self.image_mask,
                                     None if self.do_not_save_samples else self.outdir,
-                                    on_progress=self.on_progress, task=options)
+                                    on_progress=self.on_progress, on_saved=self.on_saved, task=options)
 
 
 def _infotext_value(value) -> str:

@@ -82,6 +82,7 @@ def build_app(manager: PipelineManager, outdir: Path, checkpoint: str | None = N
     whose extensions add tabs (on_ui_tabs) and the Extensions tab; None: neither."""
     if scripts is not None:
         callbacks.run("before_ui")
+        callbacks.run("ui_settings")  # A1111 extensions declare their options here; ours are Settings fields
     with gr.Blocks(title="Gouache", analytics_enabled=False) as demo:
         ckpt, quick = build_checkpoint_bar(manager, checkpoint)
         with gr.Tabs() as tabs:
