@@ -224,3 +224,31 @@ def test_weightless_preprocessors_make_maps_that_follow_the_picture(module):
     assert not np.array_equal(np.asarray(out_blank), np.asarray(out_shape))
     with pytest.raises(UserError, match="preprocessor 'depth' is not available"):
         preprocess.run("depth", shape)
+
+
+def test_an_sdxl_controlnet_made_from_the_sdxl_unet(data_dir):
+    """SDXL: the ControlNet gets the UNet's pooled text and size ids too; zero zero-convs change nothing, real
+    ones change the picture."""
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    from webui.engine.manager import PipelineManager
+    from webui.engine.models.tiny import make_tiny_checkpoint
+
+    ckpt_dir = data_dir / "models" / "Stable-diffusion"
+    make_tiny_checkpoint(ckpt_dir / "xl.safetensors", seed=3, family="sdxl")
+    manager = PipelineManager(ckpt_dir, data_dir, device="cpu")
+    manager.load("xl")
+    unet = manager.current.components.unet
+    folder = data_dir / "models" / "ControlNet"
+    folder.mkdir(parents=True)
+    net = ControlNetModel.from_unet(unet).float()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "xl-zero.safetensors"))
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            block.weight.normal_(0, 0.3)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "xl-real.safetensors"))
+    plain = pixels(manager.txt2img(PARAMS, None))
+    assert np.array_equal(pixels(run(manager, folder, unit("xl-zero"))), plain)
+    assert not np.array_equal(pixels(run(manager, folder, unit("xl-real"))), plain)
