@@ -51,14 +51,23 @@ def small(**kw):
     return GenerationParams(**defaults)
 
 
-def serve_app(demo, data_dir) -> str:
-    """Launch a built app on a free local port (outputs in data_dir/outputs); its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data_dir / "outputs")])
-    return f"http://127.0.0.1:{port}/"
+def serve_app(demo, data_dir, tries: int = 3) -> str:
+    """Launch a built app on a free local port (outputs in data_dir/outputs); its URL. gradio checks the new
+    server answers within a few seconds and gives up otherwise (seen once on a loaded CI machine): then the
+    launch is retried on a fresh port."""
+    for attempt in range(tries):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                                allowed_paths=[str(data_dir / "outputs")])
+            return f"http://127.0.0.1:{port}/"
+        except ValueError as e:
+            if "localhost is not accessible" not in str(e) or attempt == tries - 1:
+                raise
+            demo.close()
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
