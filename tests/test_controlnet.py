@@ -15,27 +15,10 @@ from webui.engine.control import residuals
 from webui.engine.control.units import CONTROL_MODES, ControlUnit
 from webui.engine.errors import UserError
 from webui.engine.manager import JobOptions
-from webui.engine.models.ldm_layout import UNET_PREFIX, unet_key
+from webui.engine.models.ldm_layout import UNET_PREFIX, controlnet_key, unet_key
 from webui.engine.patches import ControlCall, JobPatches
 
 PARAMS = small(steps=3, seed=5, sampler_name="Euler")
-
-
-def ldm_key(key: str, config) -> str:
-    """diffusers ControlNetModel key → the original cldm layout (what community .safetensors files hold)."""
-    if key.startswith("controlnet_cond_embedding."):
-        rest = key.removeprefix("controlnet_cond_embedding.")
-        if rest.startswith("conv_in."):
-            return "input_hint_block.0." + rest.removeprefix("conv_in.")
-        if rest.startswith("conv_out."):
-            return "input_hint_block.14." + rest.removeprefix("conv_out.")
-        j, tail = re.match(r"blocks\.(\d+)\.(.+)", rest).groups()
-        return f"input_hint_block.{2 * (int(j) + 1)}.{tail}"
-    if m := re.match(r"controlnet_down_blocks\.(\d+)\.(.+)", key):
-        return f"zero_convs.{m.group(1)}.0.{m.group(2)}"
-    if key.startswith("controlnet_mid_block."):
-        return "middle_block_out.0." + key.removeprefix("controlnet_mid_block.")
-    return unet_key(key, config).removeprefix(UNET_PREFIX)
 
 
 @pytest.fixture
@@ -58,7 +41,7 @@ def controlnets(manager, data_dir):
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(folder / "cn-diffusers.safetensors"))
     config = dict(unet.config)
-    ldm = {ldm_key(k, config): v for k, v in state.items()}
+    ldm = {controlnet_key(k, config): v for k, v in state.items()}
     save_file(ldm, str(folder / "cn-ldm.safetensors"))
     torch.save({"control_model." + k: v for k, v in ldm.items()}, folder / "cn-prefixed.pth")
     # a "diff" ControlNet: the weights it shares with the UNet stored as differences from the UNet's
@@ -142,6 +125,41 @@ def test_control_mode_weights_and_the_uncond_branch():
         assert float(down[0][:2].mean()) == pytest.approx(0.825 ** 12 if mode else 1.0)  # the prompt's rows
         assert float(down[0][2:].mean()) == pytest.approx(uncond), mode  # the negative prompt's rows
         assert float(mid[2:].mean()) == pytest.approx(1.0 if mode != 2 else 0.0)
+
+
+class OnesNet:  # stands in for a ControlNet: residuals of ones at the UNet's three levels (8, 4, 2 latent px)
+    dtype = torch.float32
+
+    def __call__(self, x, t, encoder_hidden_states, controlnet_cond, added_cond_kwargs, return_dict):
+        sizes = [8] * 4 + [4] * 3 + [2] * 5
+        return [torch.ones(x.shape[0], 4, s, s) for s in sizes], torch.ones(x.shape[0], 4, 2, 2)
+
+
+def test_sdxl_soft_weights_advanced_weighting_and_hires_soft_injection_follow_the_extension():
+    # SDXL's 10 residuals take the first 10 of SD1's 13 soft weights (the extension slices, not recomputes)
+    soft = ControlUnit(weight=0.5, control_mode=1).checked().layer_weights(10)
+    assert soft == pytest.approx([0.5 * 0.825 ** (12 - i) for i in range(10)])
+    # the hires pass of a canny (or mlsd) unit is soft whatever its mode; other modules keep Balanced
+    assert ControlUnit(module="canny").checked().layer_weights(13, hires=True) == pytest.approx(
+        [0.825 ** (12 - i) for i in range(13)])
+    assert ControlUnit(module="canny").checked().layer_weights(13) == [1.0] * 13
+    assert ControlUnit(module="invert").checked().layer_weights(13, hires=True) == [1.0] * 13
+    custom = [0.1 * i for i in range(13)]
+    assert ControlUnit(advanced_weighting=custom, control_mode=1).checked().layer_weights(13) == custom
+    with pytest.raises(UserError, match="advanced_weighting has 13 weights; this ControlNet has 10 layers"):
+        ControlUnit(advanced_weighting=custom).checked().layer_weights(10)
+    with pytest.raises(UserError, match="advanced_weighting must be a list"):
+        ControlUnit(advanced_weighting="strong").checked()
+
+
+def test_cfg_resolution_weighting_scales_by_64_over_height_on_the_prompt_branch_only():
+    call = ControlCall(torch.zeros(4, 4, 8, 8), torch.ones(4), torch.zeros(4, 77, 32), None, parts=1, images=2,
+                       step=0, total_steps=3)
+    unit = ControlUnit(weight=0.5, cfg_resolution_weighting=True).checked()
+    down, mid = residuals.residual_patch([residuals.PreparedUnit(unit, OnesNet(), "net", hint())], 64, 64)(call)
+    assert [float(d[:2].mean()) for d in down] == pytest.approx([0.5 * 64 / s for s in [8] * 4 + [4] * 3 + [2] * 5])
+    assert float(mid[:2].mean()) == pytest.approx(0.5 * 32)
+    assert all(float(d[2:].abs().max()) == 0 for d in [*down, mid])  # the negative prompt's rows: no control
 
 
 @pytest.mark.parametrize("fields, message", [

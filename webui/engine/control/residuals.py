@@ -83,8 +83,9 @@ def residual_patch(prepared: list[PreparedUnit], width: int, height: int):
             down, mid = net(call.x.to(dtype), call.t.to(dtype), encoder_hidden_states=call.context.to(dtype),
                             controlnet_cond=hint, added_cond_kwargs=added, return_dict=False)
             outs = list(down) + [mid]
-            weights = unit.layer_weights(len(outs))
-            outs = [out * weight for out, weight in zip(outs, weights)]
+            weights = unit.layer_weights(len(outs), hires)
+            scales = unit.resolution_weights([out.shape[-2] for out in outs])
+            outs = [out * (weight * scale) for out, weight, scale in zip(outs, weights, scales)]
             if not unit.uncond_gets_control:
                 rows = call.uncond_rows
                 for out in outs:

@@ -35,6 +35,10 @@ class ControlUnit:
     control_mode: str = "Balanced"
     hr_option: str = "Both"
     low_vram: bool = False
+    # per-layer weights replacing weight × mode (the extension's advanced_weighting): one per residual
+    advanced_weighting: list | None = None
+    # the ControlNet paper's CFG resolution weighting: residual i × 64 / its height, the prompt's branch only
+    cfg_resolution_weighting: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> ControlUnit:
@@ -66,6 +70,12 @@ class ControlUnit:
         self.threshold_a = _number(self.threshold_a, "threshold_a")
         self.threshold_b = _number(self.threshold_b, "threshold_b")
         self.enabled, self.pixel_perfect = bool(self.enabled), bool(self.pixel_perfect)
+        self.cfg_resolution_weighting = bool(self.cfg_resolution_weighting)
+        if self.advanced_weighting is not None:
+            if not isinstance(self.advanced_weighting, (list, tuple)) or not self.advanced_weighting:
+                raise UserError(f"ControlNet advanced_weighting must be a list of numbers (one per layer), got "
+                                f"{self.advanced_weighting!r}")
+            self.advanced_weighting = [_number(w, "advanced_weighting") for w in self.advanced_weighting]
         return self
 
     def active_at(self, fraction: float) -> bool:
@@ -73,17 +83,31 @@ class ControlUnit:
         guidance end 0 switches the unit off; end 1 covers the last step."""
         return self.guidance_start <= fraction and (fraction < self.guidance_end or self.guidance_end >= 1.0)
 
-    def layer_weights(self, layers: int = LAYERS) -> list[float]:
-        """Each residual's weight (the middle block's last): Balanced → weight everywhere; the other two modes
-        → the extension's soft injection, weight · 0.825^(layers − 1 − i)."""
-        if self.control_mode == CONTROL_MODES[0]:
+    def layer_weights(self, layers: int = LAYERS, hires: bool = False) -> list[float]:
+        """Each residual's weight (the middle block's last), as the extension weighs them: Balanced → weight
+        everywhere; the other two modes → soft injection, weight · 0.825^(12 − i) over SD1's 13 layers (SDXL's
+        10 take the first 10 of those, as the extension slices them); the hires pass of a canny or mlsd unit is
+        always soft. advanced_weighting replaces all of it, and must name every layer."""
+        if self.advanced_weighting is not None:
+            if len(self.advanced_weighting) != layers:
+                raise UserError(f"ControlNet advanced_weighting has {len(self.advanced_weighting)} weights; this "
+                                f"ControlNet has {layers} layers")
+            return list(self.advanced_weighting)
+        forced_soft = hires and ("canny" in self.module or "mlsd" in self.module)
+        if self.control_mode == CONTROL_MODES[0] and not forced_soft:
             return [self.weight] * layers
-        return [self.weight * SOFT_BASE ** (layers - 1 - i) for i in range(layers)]
+        soft = [self.weight * SOFT_BASE ** (LAYERS - 1 - i) for i in range(max(layers, LAYERS))]
+        return soft[:layers] if layers <= LAYERS else soft[-layers:]
+
+    def resolution_weights(self, heights: list[int]) -> list[float]:
+        """CFG resolution weighting: 64 / h for a residual h latent pixels high (1 at SD's 512-px top layer)."""
+        return [64.0 / max(h, 1) for h in heights] if self.cfg_resolution_weighting else [1.0] * len(heights)
 
     @property
     def uncond_gets_control(self) -> bool:
-        """"ControlNet is more important" leaves the negative prompt's branch without control."""
-        return self.control_mode != CONTROL_MODES[2]
+        """"ControlNet is more important" and CFG resolution weighting leave the negative prompt's branch
+        without control."""
+        return self.control_mode != CONTROL_MODES[2] and not self.cfg_resolution_weighting
 
 
 def _choice(value, names, aliases, field: str) -> str:

@@ -94,6 +94,26 @@ def unet_key(key: str, config: Mapping) -> str:
     return f"{UNET_PREFIX}{block}.1.{rest}"
 
 
+def controlnet_key(key: str, config: Mapping) -> str:
+    """The original cldm key (no `control_model.` prefix) of a diffusers ControlNetModel state-dict key: the UNet
+    encoder keeps the UNet's names; the hint encoder's convs are `input_hint_block.{0, 2, …}` (SiLUs between),
+    the per-layer zero convs `zero_convs.N.0`, the middle one `middle_block_out.0`."""
+    if key.startswith("controlnet_cond_embedding."):
+        rest = key.removeprefix("controlnet_cond_embedding.")
+        if rest.startswith("conv_in."):
+            return "input_hint_block.0." + rest.removeprefix("conv_in.")
+        if rest.startswith("conv_out."):
+            blocks = 2 * (len(config.get("conditioning_embedding_out_channels", (16, 32, 96, 256))) - 1)
+            return f"input_hint_block.{2 * (blocks + 1)}." + rest.removeprefix("conv_out.")
+        j, tail = re.fullmatch(r"blocks\.(\d+)\.(.+)", rest).groups()
+        return f"input_hint_block.{2 * (int(j) + 1)}.{tail}"
+    if m := re.fullmatch(r"controlnet_down_blocks\.(\d+)\.(.+)", key):
+        return f"zero_convs.{m.group(1)}.0.{m.group(2)}"
+    if key.startswith("controlnet_mid_block."):
+        return "middle_block_out.0." + key.removeprefix("controlnet_mid_block.")
+    return unet_key(key, config).removeprefix(UNET_PREFIX)
+
+
 def vae_key(key: str, config: Mapping) -> str:
     """The LDM key (with prefix) of a diffusers AutoencoderKL state-dict key."""
     coder, _, rest = key.partition(".")
