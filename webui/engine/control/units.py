@@ -15,6 +15,7 @@ CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more 
 HR_OPTIONS = ("Both", "Low res only", "High res only")
 SOFT_BASE = 0.825  # the extension's soft injection: layer i of 13 gets weight · 0.825^(12 − i)
 LAYERS = 13  # SD1/SD2: 12 skip connections and the middle block
+ADAPTER_SOFT = (0.25, 0.62, 0.825, 1.0)  # the extension's soft injection for a T2I-Adapter's four features
 
 
 @dataclass
@@ -83,11 +84,12 @@ class ControlUnit:
         guidance end 0 switches the unit off; end 1 covers the last step."""
         return self.guidance_start <= fraction and (fraction < self.guidance_end or self.guidance_end >= 1.0)
 
-    def layer_weights(self, layers: int = LAYERS, hires: bool = False) -> list[float]:
+    def layer_weights(self, layers: int = LAYERS, hires: bool = False, adapter: bool = False) -> list[float]:
         """Each residual's weight (the middle block's last), as the extension weighs them: Balanced → weight
         everywhere; the other two modes → soft injection, weight · 0.825^(12 − i) over SD1's 13 layers (SDXL's
         10 take the first 10 of those, as the extension slices them); the hires pass of a canny or mlsd unit is
-        always soft. advanced_weighting replaces all of it, and must name every layer."""
+        always soft. A T2I-Adapter's four features get weight × (0.25, 0.62, 0.825, 1.0) when soft.
+        advanced_weighting replaces all of it, and must name every layer."""
         if self.advanced_weighting is not None:
             if len(self.advanced_weighting) != layers:
                 raise UserError(f"ControlNet advanced_weighting has {len(self.advanced_weighting)} weights; this "
@@ -96,6 +98,8 @@ class ControlUnit:
         forced_soft = hires and ("canny" in self.module or "mlsd" in self.module)
         if self.control_mode == CONTROL_MODES[0] and not forced_soft:
             return [self.weight] * layers
+        if adapter:
+            return [self.weight * scale for scale in ADAPTER_SOFT][:layers]
         soft = [self.weight * SOFT_BASE ** (LAYERS - 1 - i) for i in range(max(layers, LAYERS))]
         return soft[:layers] if layers <= LAYERS else soft[-layers:]
 

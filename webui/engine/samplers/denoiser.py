@@ -61,8 +61,9 @@ class DiscreteEpsDenoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, added_cond: dict | None = None,
                  concat: torch.Tensor | None = None, residuals=None) -> torch.Tensor:
         """added_cond: SDXL's pooled text embeds and time ids; concat: an inpainting model's extra channels;
-        residuals(x_in, t, cond, added_cond) -> (down residuals, mid residual) or None: ControlNet's, added to
-        the UNet's skip connections and middle block."""
+        residuals(x_in, t, cond, added_cond) -> (down residuals, mid residual[, in-block features]) or None:
+        ControlNet's, added to the UNet's skip connections and middle block; a T2I-Adapter's features, added
+        inside the down blocks (any of the three may be None)."""
         sigma = sigma.to(torch.float32).cpu()  # the schedule lives on the CPU: no device sync per step
         c_in = (1 / (sigma**2 + 1) ** 0.5).to(x.device)[:, None, None, None]
         t = self.sigma_to_t(sigma).to(x.device)
@@ -73,9 +74,12 @@ class DiscreteEpsDenoiser:
         kwargs = {"added_cond_kwargs": {k: v.to(dtype) for k, v in added_cond.items()}} if added_cond else {}
         control = residuals(x_in, t, cond, added_cond) if residuals is not None else None
         if control is not None:
-            down, mid = control
-            kwargs["down_block_additional_residuals"] = tuple(r.to(dtype) for r in down)
-            kwargs["mid_block_additional_residual"] = mid.to(dtype)
+            down, mid, inside = (*control, None)[:3]
+            if down is not None:
+                kwargs["down_block_additional_residuals"] = tuple(r.to(dtype) for r in down)
+                kwargs["mid_block_additional_residual"] = mid.to(dtype)
+            if inside is not None:  # a fresh list: the UNet pops from it
+                kwargs["down_intrablock_additional_residuals"] = [r.to(dtype) for r in inside]
         out = self.unet(x_in.to(dtype), t.to(dtype), encoder_hidden_states=cond.to(dtype), return_dict=False,
                         **kwargs)[0].to(x.dtype)
         s = sigma.to(x.device)[:, None, None, None]
@@ -201,13 +205,21 @@ class CFGDenoiser:
             got = fn(call)
             if got is None:
                 continue
-            if total is None:
-                total = (list(got[0]), got[1])
-            else:
-                total = ([a + b for a, b in zip(total[0], got[0])], total[1] + got[1])
+            down, mid, inside = (*got, None)[:3]
+            total = (down, mid, inside) if total is None else (
+                _add_layers(total[0], down), _add(total[1], mid), _add_layers(total[2], inside))
         return total
 
     def _hooks(self, which: str, state):
         for fn in getattr(self.patches, which):
             fn(state)
         return state
+
+
+def _add(a, b):
+    return b if a is None else a if b is None else a + b
+
+
+def _add_layers(a, b):
+    """Two lists of per-layer tensors summed layer by layer; either may be None."""
+    return b if a is None else a if b is None else [x + y for x, y in zip(a, b)]

@@ -43,7 +43,12 @@ def units_from_args(args) -> list[ControlUnit]:
         units = []
         for data in given:
             unit = ControlUnit.from_dict(data)
-            unit.image = _image(unit.image)
+            picture = unit.image
+            unit.image = _image(picture)
+            if unit.mask is None and isinstance(picture, dict) and picture.get("mask") is not None:
+                unit.mask = picture["mask"]
+            if unit.mask is not None:
+                unit.mask = _image(unit.mask)
             units.append(unit)
         return units
     if len(args) % len(UNIT_FIELDS):
@@ -108,11 +113,14 @@ class Script(scripts.Script):
         units = [u for u in units_from_args(args) if u.enabled]
         if not units:
             return
-        for unit in units:  # the extension's img2img: a unit without its own picture uses the init image
+        for unit in units:  # the extension's img2img: a unit without its own picture uses the init image (and mask)
             if unit.image is None and p.is_img2img and p.init_images:
                 unit.image = p.init_images[0]
+                if unit.mask is None:
+                    unit.mask = p.image_mask
         folder = p.manager.controlnet_dir
-        p.extra_generation_params.update(residuals.register(p.patches, units, folder, p.width, p.height))
+        seed = p.all_seeds[0] if getattr(p, "all_seeds", None) else 0
+        p.extra_generation_params.update(residuals.register(p.patches, units, folder, p.width, p.height, seed))
 
 
 def _preview(image, module, resolution, a, b):
