@@ -78,3 +78,35 @@ def test_extensions_tab_saves_disabled_extensions(app_with_scripts, manager, dat
     assert json.loads((data_dir / "config.json").read_text())["disabled_extensions"] == ["attention-boost"]
     system = load_scripts(data_dir / "extensions", set(manager.settings.disabled_extensions))
     assert [s.display_title for s in system.txt2img.alwayson] == ["ControlNet"]  # the built-in one stays
+
+
+def test_pasting_an_infotext_restores_controlnet_units(app_with_scripts):
+    """↙ / PNG Info: a `ControlNet 0` entry fills unit 0's controls (all but the picture) and enables it; the units
+    it does not name are disabled; the model stays as it is when no such file is here."""
+    from gradio_client import Client
+
+    _, url = app_with_scripts
+    client = Client(url, verbose=False)
+    text = ('a cat\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 64x64, ControlNet 0: "Module: canny, '
+            'Model: elsewhere [0123abcd], Weight: 0.8, Resize Mode: Just Resize, Processor Res: 256, Threshold A: 50.0, '
+            'Threshold B: 120.0, Guidance Start: 0.1, Guidance End: 0.9, Pixel Perfect: True, Control Mode: '
+            'ControlNet is more important"')
+    values = client.predict(text, api_name="/paste_prompt")
+    start = values.index("canny") - 1
+    assert list(values[start:start + 13]) == [True, "canny", {"__type__": "update"}, 0.8, "Just Resize", 256, 50.0, 120.0,
+                                        0.1, 0.9, True, "ControlNet is more important", {"__type__": "update"}]
+    assert values[start + 13] is False and values[start + 26] is False  # units 1 and 2: not in the infotext
+
+
+def test_controlnet_infotext_parses_back_to_the_unit():
+    from webui.engine.control import residuals
+    from webui.engine.control.units import ControlUnit
+
+    unit = ControlUnit(module="canny", weight=0.75, resize_mode="Resize and Fill", processor_res=384,
+                       guidance_start=0.2, pixel_perfect=True, control_mode="My prompt is more important").checked()
+    key, value = residuals.infotext(0, residuals.PreparedUnit(unit, None, "my, model [12345678]", None))
+    assert key == "ControlNet 0"
+    assert residuals.parse_infotext(value) == {
+        "module": "canny", "model": "my, model [12345678]", "weight": 0.75, "resize_mode": "Resize and Fill",
+        "processor_res": 384, "threshold_a": 100.0, "threshold_b": 200.0, "guidance_start": 0.2,
+        "guidance_end": 1.0, "pixel_perfect": True, "control_mode": "My prompt is more important"}

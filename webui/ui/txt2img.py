@@ -206,9 +206,14 @@ class Paste:
 
     def __init__(self, ui: SimpleNamespace, manager: PipelineManager, checkpoint: gr.Dropdown):
         self.ui, self.manager = ui, manager
+        # scripts' own fields (A1111's Script.infotext_fields): (component, infotext key or fn(pasted) → value)
+        runner = ui.scripts.txt2img if ui.scripts else None
+        self.script_fields = [pair for script in (runner.scripts if runner else [])
+                              for pair in (getattr(script, "infotext_fields", None) or [])]
         self.outputs = [checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width, ui.height,
                         ui.cfg_scale, ui.seeds.seed, ui.seeds.subseed, ui.seeds.subseed_strength, ui.seeds.resize_w,
-                        ui.seeds.resize_h, *ui.hires_inputs, ui.overrides, ui.styles]
+                        ui.seeds.resize_h, *ui.hires_inputs, ui.overrides, ui.styles,
+                        *(component for component, _ in self.script_fields)]
 
     def _checkpoint(self, p: GenerationParams):
         for info in self.manager.list_checkpoints():
@@ -228,7 +233,17 @@ class Paste:
     def values(self, text: str) -> list:
         p = parse_infotext(text or "")
         # extensions see what was pasted (A1111's on_infotext_pasted); their fields stay in p.extra
-        callbacks.run("infotext_pasted", text or "", {**p.extra, "Prompt": p.prompt})
+        pasted = {**p.extra, "Prompt": p.prompt}
+        callbacks.run("infotext_pasted", text or "", pasted)
+        return self._values(p) + [self._script_value(key, pasted) for _, key in self.script_fields]
+
+    @staticmethod
+    def _script_value(key, pasted: dict):
+        if callable(key):
+            return key(pasted)
+        return pasted[key] if key in pasted else gr.update()
+
+    def _values(self, p: GenerationParams) -> list:
         chips = override_chips(p)
         # A1111's "Apply if any": styles whose text the prompts end with come back as selected styles
         styles, prompt, negative = self.manager.styles.extract(p.prompt, p.negative_prompt)

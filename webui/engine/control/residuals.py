@@ -149,6 +149,39 @@ def infotext(index: int, item: PreparedUnit) -> tuple[str, str]:
     return f"ControlNet {index}", ", ".join(f"{k}: {v}" for k, v in fields)
 
 
+INFOTEXT_KEYS = {"Module": "module", "Model": "model", "Weight": "weight", "Resize Mode": "resize_mode",
+                 "Processor Res": "processor_res", "Threshold A": "threshold_a", "Threshold B": "threshold_b",
+                 "Guidance Start": "guidance_start", "Guidance End": "guidance_end", "Pixel Perfect": "pixel_perfect",
+                 "Control Mode": "control_mode", "Hr Option": "hr_option"}
+
+
+def parse_infotext(value: str) -> dict:
+    """A `ControlNet N` infotext value → the unit's fields (ControlUnit names, typed); unknown keys are left
+    out, a value that does not parse is a UserError naming it. Split on ", Key: " for the known keys only, so a
+    model name with a comma survives."""
+    import re
+
+    from ..errors import UserError
+
+    keys = "|".join(re.escape(k) for k in INFOTEXT_KEYS)
+    parts = re.split(rf"(?:^|,\s*)({keys}):\s*", value.strip())
+    fields = {}
+    for key, text in zip(parts[1::2], parts[2::2]):
+        name, text = INFOTEXT_KEYS[key], text.strip()
+        try:
+            if name in ("weight", "threshold_a", "threshold_b", "guidance_start", "guidance_end"):
+                fields[name] = float(text)
+            elif name == "processor_res":
+                fields[name] = int(float(text))
+            elif name == "pixel_perfect":
+                fields[name] = text.lower() == "true"
+            else:
+                fields[name] = text
+        except ValueError:
+            raise UserError(f"ControlNet infotext: {key} {text!r} is not a number") from None
+    return fields
+
+
 def register(patches: JobPatches, units: list[ControlUnit], folder: Path, width: int, height: int,
              seed: int = 0) -> dict:
     """The units on a job: files found and maps made now (a mistake stops the job before it queues), their

@@ -73,12 +73,15 @@ class Script(scripts.Script):
         import gradio as gr
 
         controls = []
+        self.infotext_fields = []
         tab = "img2img" if is_img2img else "txt2img"
         with gr.Accordion(TITLE, open=False, elem_id=f"{tab}_controlnet"):
             with gr.Tabs():
                 for index in range(UNITS):
                     with gr.Tab(f"ControlNet Unit {index}"):
-                        controls += self._unit_ui(gr, f"{tab}_controlnet_{index}")
+                        unit = self._unit_ui(gr, f"{tab}_controlnet_{index}")
+                    controls += unit
+                    self.infotext_fields += pasted_fields(index, dict(zip(UNIT_FIELDS, unit)))
         return controls
 
     def _unit_ui(self, gr, prefix):
@@ -121,6 +124,40 @@ class Script(scripts.Script):
         folder = p.manager.controlnet_dir
         seed = p.all_seeds[0] if getattr(p, "all_seeds", None) else 0
         p.extra_generation_params.update(residuals.register(p.patches, units, folder, p.width, p.height, seed))
+
+
+def pasted_fields(index: int, components: dict) -> list:
+    """PNG Info / ↙ for unit `index`: (component, fn(pasted fields) → value) pairs that restore everything its
+    `ControlNet N` entry names except the picture; a pasted infotext without that entry disables the unit."""
+    import gradio as gr
+
+    key = f"ControlNet {index}"
+
+    def unit_fields(pasted: dict) -> dict:
+        try:
+            return residuals.parse_infotext(str(pasted[key])) if key in pasted else {}
+        except UserError:
+            return {}
+
+    def model_title(name):
+        try:
+            return files.find(name, shared.manager.controlnet_dir).title
+        except (UserError, AttributeError, TypeError):
+            return gr.update()  # not here: the unit keeps its model
+
+    def field(name):
+        def value(pasted: dict):
+            fields = unit_fields(pasted)
+            if name not in fields:
+                return gr.update()
+            return model_title(fields[name]) if name == "model" else fields[name]
+        return value
+
+    pairs = [(components["enabled"], lambda pasted: key in pasted)]
+    for name in UNIT_FIELDS:
+        if name not in ("enabled", "image") and name in components:
+            pairs.append((components[name], field(name)))
+    return pairs
 
 
 def _preview(image, module, resolution, a, b):
