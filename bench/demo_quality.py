@@ -35,6 +35,9 @@ from webui.engine.params import GenerationParams  # noqa: E402
 
 CKPT = ROOT / "models" / "Stable-diffusion" / "gouache-demo.safetensors"
 LORA = ROOT / "models" / "Lora" / "gouache-demo-stripes.safetensors"
+CONTROLNET = ROOT / "models" / "ControlNet" / "gouache-demo-canny.safetensors"
+CONTROL_SCENE = shapes.Scene("black", (shapes.Thing("triangle", "white", "left", "large"),))
+CONTROL_PROMPT = "a red shape"
 TARGETS = {"object colour": 0.90, "background": 0.95, "position": 0.85, "shape": 0.75, "all four": 0.60}
 
 
@@ -65,6 +68,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=120)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--lora-prompts", type=int, default=50)
+    parser.add_argument("--controlnet", type=Path, default=CONTROLNET)
+    parser.add_argument("--control-seeds", type=int, default=20)
+    parser.add_argument("--controlnet-only", action="store_true", help="score the demo ControlNet alone")
     parser.add_argument("--grid", type=Path, help="write a README grid of the first 16 prompts here")
     parser.add_argument("--save", type=Path, help="save every picture here, named by prompt index and seed")
     args = parser.parse_args(argv)
@@ -72,6 +78,10 @@ def main(argv=None) -> int:
     data = Path(tempfile.mkdtemp(prefix="gouache-bench-"))
     manager = PipelineManager(args.ckpt.parent, data_dir=data, lora_dir=args.lora.parent, device="cpu")
     manager.load(str(args.ckpt))
+    if args.controlnet.exists() and args.control_seeds:
+        controlnet_score(manager, args.controlnet, args.control_seeds, args.save)
+    if args.controlnet_only:
+        return 0
     held_out = shapes.held_out_prompts(args.prompts)
 
     start = time.perf_counter()
@@ -115,6 +125,43 @@ def main(argv=None) -> int:
         write_grid(grid, args.grid)
         print(f"grid: {args.grid}")
     return 0
+
+
+def controlnet_score(manager, path: Path, seeds: int, save: Path | None = None) -> float:
+    """Issue 18's check: a canny map of a large triangle at the left, "a red shape", `seeds` seeds; a hit is a
+    red object whose mask has IoU ≥ 0.6 with the map's filled shape. The same prompt without the unit is the
+    baseline (the model alone puts a shape anywhere)."""
+    import numpy as np
+
+    from webui.engine.control import residuals
+    from webui.engine.control.units import ControlUnit
+    from webui.engine.manager import JobOptions
+    from webui.engine.patches import JobPatches
+
+    source = shapes.render(CONTROL_SCENE)
+    target = np.asarray(source.convert("L")) > 127  # the filled shape (white on black)
+    params = GenerationParams(prompt=CONTROL_PROMPT, steps=20, cfg_scale=7.0, seed=1000, width=shapes.SIZE,
+                              height=shapes.SIZE, batch_size=4, n_iter=max(1, seeds // 4))
+    rates = {}
+    for label, units in (("with the unit", [ControlUnit(module="canny", model=str(path.stem), image=source)]),
+                         ("no ControlNet", [])):
+        patches = JobPatches()
+        extra = residuals.register(patches, [u.checked() for u in units], path.parent, shapes.SIZE, shapes.SIZE,
+                                   params.seed)
+        pictures = manager.txt2img(params.replace(extra=extra), None, task=JobOptions(patches=patches)).images
+        hits = []
+        for k, picture in enumerate(pictures):
+            mask, colour = judge.object_mask(picture)
+            hits.append(colour == "red" and judge.iou(mask, target) >= 0.6)
+            if save:
+                save.mkdir(parents=True, exist_ok=True)
+                picture.save(save / f"controlnet-{label.replace(' ', '-')}-{1000 + k}.png")
+        rates[label] = sum(hits) / len(hits)
+    ok = "yes" if rates["with the unit"] >= 0.8 else "NO"
+    print(f"ControlNet ({path.name}): canny map of a triangle at the left, {CONTROL_PROMPT!r}, {seeds} seeds: red "
+          f"and IoU ≥ 0.6 in {rates['with the unit']:.0%} (target 80%: {ok}); without the unit "
+          f"{rates['no ControlNet']:.0%}")
+    return rates["with the unit"]
 
 
 @torch.no_grad()

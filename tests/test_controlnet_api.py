@@ -51,6 +51,9 @@ def test_webuiapi_controlnet_unit_and_the_routes(manager, data_dir, controlnets,
                                 sampler_name="Euler", cfg_scale=7, controlnet_units=[unit],
                                 alwayson_scripts={})  # webuiapi's default dict is shared between calls
         assert 'ControlNet 0: "Module: none, Model: cn-diffusers [' in result.info["infotexts"][0]
+        # the extension's results: the detected map after the picture, without parameters
+        assert len(result.images) == 2 and len(result.info["infotexts"]) == 1
+        assert np.array_equal(np.asarray(result.images[1].convert("RGB")), np.asarray(hint()))
         plain = client.txt2img(prompt="a cat", negative_prompt="ugly", steps=3, seed=5, width=64, height=64,
                                sampler_name="Euler", cfg_scale=7, alwayson_scripts={})
         assert not np.array_equal(np.asarray(result.image.convert("RGB")), np.asarray(plain.image.convert("RGB")))
@@ -83,4 +86,8 @@ def test_ui_values_drive_the_same_units(manager, controlnets, system):  # noqa: 
     args = runner.build_args(None, None, {"ControlNet": {"args": [{**fields, "model": "cn-diffusers"}]}})
     from_api = run_job(system, manager, small(steps=3, seed=5, sampler_name="Euler"), None, args=args)
     assert np.array_equal(np.asarray(from_ui.images[0]), np.asarray(from_api.images[0]))
+    assert len(from_api.images) == 2 and np.array_equal(np.asarray(from_api.images[1]), np.asarray(hint()))
+    manager.update_settings(control_net_no_detectmap=True)
+    alone = run_job(system, manager, small(steps=3, seed=5, sampler_name="Euler"), None, args=args)
+    assert len(alone.images) == 1
     assert ControlUnit(**{**fields, "image": None}).checked().enabled

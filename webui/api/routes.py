@@ -149,7 +149,9 @@ def build_router(manager: PipelineManager, config: ApiConfig) -> APIRouter:
             if request.model:
                 manager.select(request.model)
         fmt = processed.format
-        images = [b64_image(image, text, fmt) for image, text in zip(processed.images, processed.infotexts)] \
+        # pictures a script adds after the job's own (ControlNet's detected maps) carry no parameters
+        texts = list(processed.infotexts) + [None] * (len(processed.images) - len(processed.infotexts))
+        images = [b64_image(image, text, fmt) for image, text in zip(processed.images, texts)] \
             if body.send_images else []
         if img2img and body.include_init_images and body.send_images:
             images += [b64_image(init)] + ([b64_image(mask)] if mask is not None else [])

@@ -114,6 +114,20 @@ def look(image: Image.Image) -> Seen:
     return Seen(PALETTE_NAMES[background], PALETTE_NAMES[_mode(labels[mask])], _anchor(mask), shape)
 
 
+def object_mask(image: Image.Image) -> tuple[np.ndarray | None, str | None]:
+    """The picture's main object as a boolean mask at the native size, and its colour name (None, None when
+    there is no object)."""
+    labels = _labels(np.asarray(image.convert("RGB").resize((shapes.SIZE, shapes.SIZE), Image.Resampling.BOX)))
+    mask = _object_mask(labels, _mode(_border(labels)))
+    return (mask, PALETTE_NAMES[_mode(labels[mask])]) if mask is not None else (None, None)
+
+
+def iou(a: np.ndarray | None, b: np.ndarray) -> float:
+    if a is None:
+        return 0.0
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
 def judge(image: Image.Image, scene: shapes.Scene) -> Verdict:
     """Score a one-object picture against the scene its prompt described."""
     seen, want = look(image), scene.things[0]

@@ -86,7 +86,8 @@ class ControlTrainer:
 
     def load(self):
         state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        if state["config"] != asdict(self.cfg):
+        # the step count may grow on resume (train longer); anything else must match
+        if {**state["config"], "steps": 0} != {**asdict(self.cfg), "steps": 0}:
             raise SystemExit(f"cannot resume: the state in {self.dir} was made with other settings")
         self.step = state["step"]
         self.net.load_state_dict(state["net"])

@@ -82,6 +82,13 @@ class Settings:
     n_rows: int = param(-1, label="Grid row count; use -1 for autodetect and 0 for it to be same as batch size",
                         noun="grid row count", minimum=-1, maximum=16)
     grid_prevent_empty_spots: bool = param(False, label="Prevent empty spots in grid (when set to autodetect)")
+    # sd-webui-controlnet's: units per tab (read when the UI is built), ControlNets kept loaded (LRU), and
+    # whether the detected maps are left out of the results (the extension appends them after the pictures)
+    control_net_unit_count: int = param(3, label="Multi-ControlNet: ControlNet unit number", noun="ControlNet unit "
+                                        "number", minimum=1, maximum=10)
+    control_net_model_cache_size: int = param(2, label="Model cache size", noun="ControlNet model cache size",
+                                              minimum=1, maximum=10)
+    control_net_no_detectmap: bool = param(False, label="Do not append detectmap to output")
     # extensions (by folder name) the Extensions tab switched off; read at start-up, as A1111
     disabled_extensions: list[str] = param(default_factory=list, label="Disabled extensions")
 

@@ -55,4 +55,6 @@ def result_outputs(processed):
     if getattr(processed, "from_script", False):
         return list(processed.images), []
     paths = [str(p) for p in processed.paths]
-    return paths, paths
+    # pictures an always-on script added after the job's own (ControlNet's detected maps): shown, not saved
+    added = list(processed.images[len(processed.infotexts):]) if paths else []
+    return paths + added, paths

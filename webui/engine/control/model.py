@@ -240,7 +240,7 @@ def build_any(state: dict, unet, name: str):
     return build(state, unet, name)
 
 
-def load(path: Path, unet):
+def load(path: Path, unet, cache_size: int = CACHE_SIZE):
     """The ControlNet (or T2I-Adapter) in `path` for `unet`, on the UNet's device and dtype; cached (LRU) per
     file and UNet shape."""
     path = Path(path)
@@ -251,6 +251,6 @@ def load(path: Path, unet):
             return _cache[key]
         model = build_any(read(path), unet, path.name).to(device=unet.device, dtype=unet.dtype)
         _cache[key] = model
-        while len(_cache) > CACHE_SIZE:
+        while len(_cache) > max(1, cache_size):
             _cache.popitem(last=False)
         return model

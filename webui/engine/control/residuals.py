@@ -81,9 +81,9 @@ def prepare(units: list[ControlUnit], folder: Path, width: int, height: int, see
     return prepared
 
 
-def load(prepared: list[PreparedUnit], unet) -> None:
+def load(prepared: list[PreparedUnit], unet, cache_size: int = control_model.CACHE_SIZE) -> None:
     for item in prepared:
-        item.controlnet = control_model.load(item.path, unet)
+        item.controlnet = control_model.load(item.path, unet, cache_size)
 
 
 def _is_adapter(net) -> bool:
@@ -183,18 +183,21 @@ def parse_infotext(value: str) -> dict:
 
 
 def register(patches: JobPatches, units: list[ControlUnit], folder: Path, width: int, height: int,
-             seed: int = 0) -> dict:
+             seed: int = 0, cache_size: int = control_model.CACHE_SIZE, maps: list | None = None) -> dict:
     """The units on a job: files found and maps made now (a mistake stops the job before it queues), their
     ControlNets built once the job's model is known, their residuals patched in, and the latent fixes of
-    tile_colorfix and inpaint_only. Returns the job's infotext fields, one `ControlNet N` per enabled unit."""
+    tile_colorfix and inpaint_only. Returns the job's infotext fields, one `ControlNet N` per enabled unit;
+    `maps`, when given, receives each enabled unit's detected map at the job's size."""
     from . import latent_fix
 
     prepared = prepare(units, folder, width, height, seed)
+    if maps is not None:
+        maps.extend(item.hint for item in prepared)
     if not prepared:
         return {}
 
     def setup(components):
-        load(prepared, components.unet)
+        load(prepared, components.unet, cache_size)
     patches.on_model(setup)
     patches.add_residuals(residual_patch(prepared, width, height))
     latent_fix.register(patches, prepared, width, height)

@@ -10,10 +10,16 @@ from webui.engine.errors import UserError
 from webui.scripts import callbacks, script_api as scripts, shared
 
 TITLE = "ControlNet"
-UNITS = 3  # the extension's default "Multi-ControlNet: ControlNet unit number"
+UNITS = 3  # the extension's default "Multi-ControlNet: ControlNet unit number" (setting control_net_unit_count)
 # one unit's controls, in the order they are the script's arguments
 UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "resize_mode", "processor_res", "threshold_a",
                "threshold_b", "guidance_start", "guidance_end", "pixel_perfect", "control_mode", "hr_option")
+
+
+def unit_count() -> int:
+    """Units per tab: the setting when the app's manager is known (read when the UI is built)."""
+    manager = shared.manager
+    return int(manager.settings.control_net_unit_count) if manager is not None else UNITS
 
 
 def model_titles() -> list[str]:
@@ -77,7 +83,7 @@ class Script(scripts.Script):
         tab = "img2img" if is_img2img else "txt2img"
         with gr.Accordion(TITLE, open=False, elem_id=f"{tab}_controlnet"):
             with gr.Tabs():
-                for index in range(UNITS):
+                for index in range(unit_count()):
                     with gr.Tab(f"ControlNet Unit {index}"):
                         unit = self._unit_ui(gr, f"{tab}_controlnet_{index}")
                     controls += unit
@@ -123,7 +129,18 @@ class Script(scripts.Script):
                     unit.mask = p.image_mask
         folder = p.manager.controlnet_dir
         seed = p.all_seeds[0] if getattr(p, "all_seeds", None) else 0
-        p.extra_generation_params.update(residuals.register(p.patches, units, folder, p.width, p.height, seed))
+        settings = p.manager.settings
+        p.controlnet_maps = []
+        p.extra_generation_params.update(residuals.register(
+            p.patches, units, folder, p.width, p.height, seed, settings.control_net_model_cache_size,
+            p.controlnet_maps))
+
+    def postprocess(self, p, processed, *args):
+        """The extension's results: the detected maps after the pictures (not saved, no infotext), unless
+        "Do not append detectmap to output" is set."""
+        maps = getattr(p, "controlnet_maps", None)
+        if maps and not p.manager.settings.control_net_no_detectmap:
+            processed.images.extend(maps)
 
 
 def pasted_fields(index: int, components: dict) -> list:
@@ -195,7 +212,7 @@ def add_routes(demo, app):
 
     @app.get("/controlnet/settings")
     def settings():
-        return {"control_net_unit_count": UNITS}
+        return {"control_net_unit_count": unit_count()}
 
     @app.post("/controlnet/detect")
     def detect(body: dict = Body(...)):
