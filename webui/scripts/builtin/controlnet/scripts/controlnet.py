@@ -22,6 +22,22 @@ def unit_count() -> int:
     return int(manager.settings.control_net_unit_count) if manager is not None else UNITS
 
 
+def annotators_dir():
+    return files.annotators_dir(shared.manager.controlnet_dir) if shared.manager is not None else None
+
+
+def module_names() -> list[str]:
+    return preprocess.modules(annotators_dir())
+
+
+def unavailable_note() -> str:
+    from webui.engine.control import annotators
+
+    missing = annotators.missing(annotators_dir())
+    return ("Preprocessors not available (their annotator file is not here): "
+            + "; ".join(f"**{m}**: {what}" for m, what in missing.items())) if missing else ""
+
+
 def model_titles() -> list[str]:
     folder = shared.manager.controlnet_dir if shared.manager is not None else None
     return ["None", *(f.title for f in files.list_files(folder))] if folder else ["None"]
@@ -88,6 +104,9 @@ class Script(scripts.Script):
                         unit = self._unit_ui(gr, f"{tab}_controlnet_{index}")
                     controls += unit
                     self.infotext_fields += pasted_fields(index, dict(zip(UNIT_FIELDS, unit)))
+            note = unavailable_note()
+            if note:
+                gr.Markdown(note)
         return controls
 
     def _unit_ui(self, gr, prefix):
@@ -96,7 +115,7 @@ class Script(scripts.Script):
             image = gr.Image(label="Control image", type="pil", elem_id=f"{prefix}_image")
             shown = gr.Image(label="Preprocessor preview", type="pil", interactive=False)
         with gr.Row():
-            module = gr.Dropdown(list(preprocess.DEFAULTS), value="none", label="Preprocessor")
+            module = gr.Dropdown(module_names(), value="none", label="Preprocessor")
             model = gr.Dropdown(model_titles(), value="None", label="Model", elem_id=f"{prefix}_model")
             refresh = gr.Button("🔄", size="sm")
             preview = gr.Button("💥 Preview", size="sm")
@@ -180,7 +199,7 @@ def pasted_fields(index: int, components: dict) -> list:
 def _preview(image, module, resolution, a, b):
     if image is None:
         raise UserError("upload a control image first")
-    return preprocess.run(module, image, int(resolution), float(a), float(b))
+    return preprocess.run(module, image, int(resolution), float(a), float(b), annotators_dir=annotators_dir())
 
 
 def add_routes(demo, app):
@@ -198,13 +217,14 @@ def add_routes(demo, app):
 
     @app.get("/controlnet/module_list")
     def module_list(alias_names: bool = False):
-        detail = {name: {"model_free": name == "none", "sliders": []} for name in preprocess.DEFAULTS}
-        return {"module_list": list(preprocess.DEFAULTS), "module_detail": detail}
+        names = module_names()
+        detail = {name: {"model_free": name == "none", "sliders": []} for name in names}
+        return {"module_list": names, "module_detail": detail}
 
     @app.get("/controlnet/control_types")
     def control_types():
         models = model_titles()[1:]
-        return {"control_types": {"All": {"module_list": list(preprocess.DEFAULTS), "model_list": models,
+        return {"control_types": {"All": {"module_list": module_names(), "model_list": models,
                                           "default_option": "none", "default_model": "None"},
                                   "Canny": {"module_list": ["canny", "invert"],
                                             "model_list": [m for m in models if "canny" in m.lower()],
@@ -222,7 +242,7 @@ def add_routes(demo, app):
             module = body.get("controlnet_module", "none")
             maps = [preprocess.run(module, _image(image), int(body.get("controlnet_processor_res", 512)),
                                    float(body.get("controlnet_threshold_a", -1)),
-                                   float(body.get("controlnet_threshold_b", -1)))
+                                   float(body.get("controlnet_threshold_b", -1)), annotators_dir=annotators_dir())
                     for image in body.get("controlnet_input_images", [])]
         except UserError as e:
             raise HTTPException(status_code=422, detail=str(e)) from None
