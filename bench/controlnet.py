@@ -69,7 +69,7 @@ def measure(size: str, latent: int, repeats: int) -> tuple[float, float]:
         unet(x, t, encoder_hidden_states=context, return_dict=False)
 
     def controlled():
-        down, mid = patch(ControlCall(x, t, context, None, parts=1, images=1, step=0, total_steps=1))
+        down, mid, _ = patch(ControlCall(x, t, context, None, parts=1, images=1, step=0, total_steps=1))
         unet(x, t, encoder_hidden_states=context, down_block_additional_residuals=tuple(down),
              mid_block_additional_residual=mid, return_dict=False)
 
