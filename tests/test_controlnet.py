@@ -416,3 +416,14 @@ def test_a_control_lora_is_the_unets_encoder_plus_its_low_rank_deltas(manager, c
     broken = {k: v for k, v in lora.items() if not k.endswith(".down")}
     with pytest.raises(UserError, match="Control-LoRA layer .* has no down factor"):
         control_model.build(broken, unet, "broken.safetensors")
+
+
+def test_medvram_gives_the_same_controlled_picture(manager, controlnets, data_dir):
+    """With the UNet offloaded (weights in RAM, moved to the device to run), the ControlNet follows the latents'
+    device; on this CPU-only machine that checks the plumbing: the same pixels."""
+    from webui.engine.manager import PipelineManager
+
+    reference = pixels(run(manager, controlnets, unit("cn-ldm")))
+    offloaded = PipelineManager(manager.ckpt_dir, data_dir, device="cpu", offload="medvram")
+    offloaded.load("tiny")
+    assert np.array_equal(pixels(run(offloaded, controlnets, unit("cn-ldm"))), reference)
