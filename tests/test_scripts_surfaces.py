@@ -105,7 +105,7 @@ def test_model_loaded_and_infotext_pasted_callbacks(manager, system):
     assert loaded == ["Components"]
     from webui.ui.txt2img import Paste
     paste = Paste.__new__(Paste)
-    paste.manager = manager
+    paste.manager, paste.script_fields = manager, []
     paste.values("a dog\nSteps: 3, Sampler: Euler, Seed: 1, Size: 64x64")
     assert pasted == ["a dog"]
 
