@@ -247,6 +247,7 @@ class Img2ImgTab:
     gallery: gr.Gallery
     info: gr.Textbox
     extra: dict = field(default_factory=dict)
+    script_fields: list = field(default_factory=list)  # scripts' (component, infotext key or fn), for pasting
 
     def switch_to(self, mode: str | int) -> tuple:
         """Updates for [tabs, mode]: select a sub-tab and make it the Generate mode."""
@@ -292,7 +293,8 @@ def build(manager: PipelineManager, outdir: Path, checkpoint: gr.Dropdown | None
                "mask_blur": ui.mask_blur, "mask_mode": ui.mask_mode, "masked_content": ui.masked_content,
                "inpaint_area": ui.inpaint_area, "padding": ui.padding, "mask_alpha": ui.mask_alpha,
                "subseed": ui.seeds.subseed, "subseed_strength": ui.seeds.subseed_strength,
-               "generate": ui.generate})
+               "generate": ui.generate},
+        script_fields=scripts_panel.infotext_fields(ui.scripts.img2img if ui.scripts else None))
 
 
 def _prompt_panel(ui: SimpleNamespace, manager: PipelineManager) -> None:

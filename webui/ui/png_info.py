@@ -10,9 +10,9 @@ import gradio as gr
 
 from ..engine.errors import UserError
 from ..engine.imaging.open import open_limited
-from ..engine.infotext import PNG_INFO_MAX_PIXELS, infotext_fields, read_png_infotext
+from ..engine.infotext import PNG_INFO_MAX_PIXELS, infotext_fields, parse_infotext, read_png_infotext
 from ..engine.jobs.img2img import MAX_INIT_PIXELS
-from . import img2img, send_to
+from . import img2img, scripts_panel, send_to
 from .common import user_errors_as_gradio
 
 
@@ -62,7 +62,7 @@ def _wire_send_img2img(button, mode, source, parameters, top_tabs, target: img2i
     image_component = target.init_image if mode == img2img.IMG2IMG else target.inpaint
     outputs = [top_tabs, target.tabs, target.mode, target.prompt, target.negative_prompt, target.sampler,
                target.scheduler, target.steps, target.cfg_scale, target.seed, target.width, target.height,
-               image_component]
+               image_component, *(component for component, _ in target.script_fields)]
 
     @user_errors_as_gradio
     def send(path, text, mode=mode):
@@ -71,8 +71,10 @@ def _wire_send_img2img(button, mode, source, parameters, top_tabs, target: img2i
         with open_limited(Path(path), min(MAX_INIT_PIXELS, PNG_INFO_MAX_PIXELS)) as im:
             image = im.convert("RGB")
         f = send_to.fields_from_infotext(text or "")
+        parsed = parse_infotext(text or "")
+        scripts = scripts_panel.pasted_values(target.script_fields, {**parsed.extra, "Prompt": parsed.prompt})
         return (gr.Tabs(selected="img2img"), *target.switch_to(mode), f["prompt"], f["negative_prompt"],
                 f["sampler_name"], f["scheduler"], f["steps"], f["cfg_scale"], f["seed"], f["width"], f["height"],
-                image)
+                image, *scripts)
 
     button.click(send, inputs=[source, parameters], outputs=outputs, api_name=False)

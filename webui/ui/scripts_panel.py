@@ -58,3 +58,17 @@ def result_outputs(processed):
     # pictures an always-on script added after the job's own (ControlNet's detected maps): shown, not saved
     added = list(processed.images[len(processed.infotexts):]) if paths else []
     return paths + added, paths
+
+
+def infotext_fields(runner) -> list:
+    """Every script's (component, infotext key or fn(pasted) → value) pairs (A1111's Script.infotext_fields), for a
+    tab's paste."""
+    return [pair for script in (runner.scripts if runner else [])
+            for pair in (getattr(script, "infotext_fields", None) or [])]
+
+
+def pasted_values(fields: list, pasted: dict) -> list:
+    """The values those components take for a pasted infotext's fields; a key it does not name changes nothing."""
+    import gradio as gr
+
+    return [key(pasted) if callable(key) else (pasted[key] if key in pasted else gr.update()) for _, key in fields]

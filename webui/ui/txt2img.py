@@ -207,9 +207,7 @@ class Paste:
     def __init__(self, ui: SimpleNamespace, manager: PipelineManager, checkpoint: gr.Dropdown):
         self.ui, self.manager = ui, manager
         # scripts' own fields (A1111's Script.infotext_fields): (component, infotext key or fn(pasted) → value)
-        runner = ui.scripts.txt2img if ui.scripts else None
-        self.script_fields = [pair for script in (runner.scripts if runner else [])
-                              for pair in (getattr(script, "infotext_fields", None) or [])]
+        self.script_fields = scripts_panel.infotext_fields(ui.scripts.txt2img if ui.scripts else None)
         self.outputs = [checkpoint, ui.prompt, ui.negative, ui.sampler, ui.scheduler, ui.steps, ui.width, ui.height,
                         ui.cfg_scale, ui.seeds.seed, ui.seeds.subseed, ui.seeds.subseed_strength, ui.seeds.resize_w,
                         ui.seeds.resize_h, *ui.hires_inputs, ui.overrides, ui.styles,
@@ -235,13 +233,7 @@ class Paste:
         # extensions see what was pasted (A1111's on_infotext_pasted); their fields stay in p.extra
         pasted = {**p.extra, "Prompt": p.prompt}
         callbacks.run("infotext_pasted", text or "", pasted)
-        return self._values(p) + [self._script_value(key, pasted) for _, key in self.script_fields]
-
-    @staticmethod
-    def _script_value(key, pasted: dict):
-        if callable(key):
-            return key(pasted)
-        return pasted[key] if key in pasted else gr.update()
+        return self._values(p) + scripts_panel.pasted_values(self.script_fields, pasted)
 
     def _values(self, p: GenerationParams) -> list:
         chips = override_chips(p)
