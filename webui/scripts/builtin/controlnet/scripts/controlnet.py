@@ -112,7 +112,8 @@ class Script(scripts.Script):
     def _unit_ui(self, gr, prefix):
         enabled = gr.Checkbox(label="Enable", value=False, elem_id=f"{prefix}_enable")
         with gr.Row():
-            image = gr.Image(label="Control image", type="pil", elem_id=f"{prefix}_image")
+            # image_mode None keeps an uploaded picture's transparency: an inpaint unit's mask
+            image = gr.Image(label="Control image", type="pil", image_mode=None, elem_id=f"{prefix}_image")
             shown = gr.Image(label="Preprocessor preview", type="pil", interactive=False)
         with gr.Row():
             module = gr.Dropdown(module_names(), value="none", label="Preprocessor")
