@@ -149,14 +149,19 @@ def controlnet_score(manager, path: Path, seeds: int, save: Path | None = None) 
         extra = residuals.register(patches, [u.checked() for u in units], path.parent, shapes.SIZE, shapes.SIZE,
                                    params.seed)
         pictures = manager.txt2img(params.replace(extra=extra), None, task=JobOptions(patches=patches)).images
-        hits = []
+        hits, found, red, ious = [], 0, 0, []
         for k, picture in enumerate(pictures):
             mask, colour = judge.object_mask(picture)
-            hits.append(colour == "red" and judge.iou(mask, target) >= 0.6)
+            found += mask is not None
+            red += colour == "red"
+            ious.append(judge.iou(mask, target))
+            hits.append(colour == "red" and ious[-1] >= 0.6)
             if save:
                 save.mkdir(parents=True, exist_ok=True)
                 picture.save(save / f"controlnet-{label.replace(' ', '-')}-{1000 + k}.png")
         rates[label] = sum(hits) / len(hits)
+        print(f"  {label}: an object in {found}/{len(hits)}, red in {red}/{len(hits)}, mean IoU "
+              f"{sum(ious) / len(ious):.2f}")
     ok = "yes" if rates["with the unit"] >= 0.8 else "NO"
     print(f"ControlNet ({path.name}): canny map of a triangle at the left, {CONTROL_PROMPT!r}, {seeds} seeds: red "
           f"and IoU ≥ 0.6 in {rates['with the unit']:.0%} (target 80%: {ok}); without the unit "
