@@ -110,8 +110,8 @@ def residual_patch(prepared: list[PreparedUnit], width: int, height: int):
             if unit.hr_option == "Low res only" and hires or unit.hr_option == "High res only" and not hires:
                 continue
             net = item.controlnet
-            if net.device != call.x.device:  # --medvram/--lowvram: the UNet's weights visit the device; so do these
-                net.to(call.x.device)
+            if getattr(net, "device", call.x.device) != call.x.device:  # --medvram/--lowvram: the UNet's weights
+                net.to(call.x.device)  # visit the device to run; so do these
             dtype = net.dtype
             if _is_adapter(net):
                 if (index, w, h) not in adapter_features:
