@@ -102,6 +102,26 @@ def alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
+def save_state(state: dict, path: Path) -> None:
+    """A training state written whole or not at all: a run killed while saving keeps the previous one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_safetensors(tensors: dict, out: Path, metadata: dict) -> Path:
+    """An exported model file, written under a temporary name and moved into place."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, out)
+    return out
+
+
 def generator(seed: int, phase: str, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(hash_int(f"{seed}:{phase}:{step}"))
 
@@ -193,9 +213,7 @@ class Trainer:
                  "unet": self.unet.state_dict(), "vae": self.vae.state_dict(), "text": self.text.state_dict(),
                  "vae_opt": self.vae_opt.state_dict(), "opt": self.opt.state_dict(),
                  "ema": self.ema.shadow if self.ema else None}
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        save_state(state, self.state_path)
         self.last_save = time.monotonic()
 
     def load(self):
@@ -350,7 +368,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ export
     def export(self, out: Path) -> Path:
         """The single-file SD1 checkpoint (fp16, EMA weights where there are any) with its training metadata."""
-        from safetensors.torch import save_file
 
         from ..engine.models.ldm_layout import to_ldm_state_dict
 
@@ -381,10 +398,7 @@ class Trainer:
             "gouache.demo.unet_steps": str(steps),
             "gouache.demo.vae_steps": str(self.cfg.vae_steps),
         }
-        tmp = out.with_name(out.name + ".tmp")
-        save_file(sd, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-        return out
+        return write_safetensors(sd, out, metadata)
 
 
 def dataset_recipe() -> dict:

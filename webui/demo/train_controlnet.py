@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -24,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from . import shapes
-from .train import alphas_cumprod, generator, hash_int, images, scene_dict, scene_from_dict, tokenize
+from .train import (alphas_cumprod, generator, hash_int, images, save_state, scene_dict, scene_from_dict, tokenize,
+                    write_safetensors)
 from .train_lora import load_base
 
 SCRIPT_VERSION = "1"
@@ -77,11 +77,8 @@ class ControlTrainer:
         return self.dir / "controlnet-state.pt"
 
     def save(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save({"config": asdict(self.cfg), "step": self.step, "net": self.net.state_dict(),
-                    "opt": self.opt.state_dict()}, tmp)
-        os.replace(tmp, self.state_path)
+        save_state({"config": asdict(self.cfg), "step": self.step, "net": self.net.state_dict(),
+                    "opt": self.opt.state_dict()}, self.state_path)
         self.last_save = time.monotonic()
 
     def load(self):
@@ -174,7 +171,6 @@ class ControlTrainer:
         self.save()
 
     def export(self, out: Path) -> Path:
-        from safetensors.torch import save_file
 
         from ..engine.models.ldm_layout import controlnet_key
         config = dict(self.net.config)
@@ -184,12 +180,7 @@ class ControlTrainer:
                     "gouache.demo.steps": str(self.step), "gouache.demo.base": self.base.name,
                     "modelspec.title": "Gouache demo canny ControlNet", "modelspec.architecture":
                     "stable-diffusion-v1/controlnet", "modelspec.resolution": f"{shapes.SIZE}x{shapes.SIZE}"}
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        save_file(sd, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-        return out
+        return write_safetensors(sd, out, metadata)
 
 
 def main(argv=None):

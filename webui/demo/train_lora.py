@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from . import shapes
-from .train import alphas_cumprod, denoising_loss, generator, hash_int, images
+from .train import alphas_cumprod, denoising_loss, generator, hash_int, images, save_state, write_safetensors
 
 SCRIPT_VERSION = "1"
 NAME = "gouache-demo-stripes"
@@ -115,11 +114,8 @@ class LoraTrainer:
         return self.dir / "lora-state.pt"
 
     def save(self):
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save({"config": asdict(self.cfg), "step": self.step, "loras": self.loras.state_dict(),
-                    "opt": self.opt.state_dict(), "tags": dict(self.tags)}, tmp)
-        os.replace(tmp, self.state_path)
+        save_state({"config": asdict(self.cfg), "step": self.step, "loras": self.loras.state_dict(),
+                    "opt": self.opt.state_dict(), "tags": dict(self.tags)}, self.state_path)
         self.last_save = time.monotonic()
 
     def load(self):
@@ -182,7 +178,6 @@ class LoraTrainer:
         self.save()
 
     def export(self, out: Path) -> Path:
-        from safetensors.torch import save_file
         sd = {}
         for key, lora in self.loras.items():
             sd[f"{key}.lora_down.weight"] = lora.down.weight.detach().half().contiguous()
@@ -214,12 +209,7 @@ class LoraTrainer:
             "gouache.demo.script_version": SCRIPT_VERSION,
             "gouache.demo.config": json.dumps(asdict(cfg)),
         }
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        save_file(sd, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-        return out
+        return write_safetensors(sd, out, metadata)
 
 
 def main(argv=None):
