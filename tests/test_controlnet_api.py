@@ -80,7 +80,7 @@ def test_ui_values_drive_the_same_units(manager, controlnets, system):  # noqa: 
     module = __import__("sys").modules[type(script).__module__]
     fields = dict(enabled=True, image=hint(), module="none", model="cn-ldm", weight=1.0, resize_mode="Crop and Resize",
                   processor_res=512, threshold_a=-1, threshold_b=-1, guidance_start=0.0, guidance_end=1.0,
-                  pixel_perfect=False, control_mode="Balanced", hr_option="Both")
+                  pixel_perfect=False, control_mode="Balanced", hr_option="Both", cfg_resolution_weighting=False)
     args = runner.build_args(None, None, {"ControlNet": {"args": [fields[k] for k in module.UNIT_FIELDS]}})
     from_ui = run_job(system, manager, small(steps=3, seed=5, sampler_name="Euler"), None, args=args)
     args = runner.build_args(None, None, {"ControlNet": {"args": [{**fields, "model": "cn-diffusers"}]}})
@@ -91,3 +91,29 @@ def test_ui_values_drive_the_same_units(manager, controlnets, system):  # noqa: 
     alone = run_job(system, manager, small(steps=3, seed=5, sampler_name="Euler"), None, args=args)
     assert len(alone.images) == 1
     assert ControlUnit(**{**fields, "image": None}).checked().enabled
+
+
+def test_the_unit_canvas_gives_the_picture_and_the_brushed_mask(system):
+    """The unit's ImageEditor: the upload is the picture (an opaque alpha dropped, real transparency kept), brush
+    strokes are the mask (white where drawn); no strokes → no mask; the CFG weighting checkbox reaches the unit."""
+    from PIL import Image
+
+    script = system.txt2img.find_alwayson("ControlNet")
+    module = __import__("sys").modules[type(script).__module__]
+    picture = Image.new("RGBA", (64, 64), (200, 10, 10, 255))
+    stroke = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    stroke.paste((255, 255, 255, 255), (0, 0, 16, 64))
+    shown, mask = module.editor_picture({"background": picture, "layers": [stroke], "composite": None})
+    assert shown.mode == "RGB" and shown.getpixel((5, 5)) == (200, 10, 10)
+    assert mask.getpixel((5, 5)) == 255 and mask.getpixel((40, 5)) == 0
+    clear = picture.copy()
+    clear.putpixel((1, 1), (0, 0, 0, 0))
+    shown, mask = module.editor_picture({"background": clear, "layers": [], "composite": None})
+    assert shown.mode == "RGBA" and mask is None
+    values = dict(enabled=True, image={"background": picture, "layers": [stroke], "composite": None},
+                  module="inpaint", model="None", weight=1.0, resize_mode="Crop and Resize", processor_res=512,
+                  threshold_a=-1, threshold_b=-1, guidance_start=0.0, guidance_end=1.0, pixel_perfect=False,
+                  control_mode="Balanced", hr_option="Both", cfg_resolution_weighting=True)
+    (unit,) = module.units_from_args([values[k] for k in module.UNIT_FIELDS])
+    assert unit.cfg_resolution_weighting and unit.mask.getpixel((5, 5)) == 255
+    assert module._preview({"background": picture, "layers": [], "composite": None}, "invert", 64, -1, -1).size == (64, 64)

@@ -54,7 +54,7 @@ def test_xyz_plot_from_the_txt2img_tab(app_with_scripts, manager):
     for value, param in zip(positional, info["parameters"]):
         kwargs[param["parameter_name"]] = value
     missing = [p for p in info["parameters"] if not p["parameter_has_default"] and p["parameter_name"] not in kwargs]
-    assert {p["label"] for p in missing} <= {"Control image"}, "only pictures have no default"
+    assert {p["label"] for p in missing} <= {"Control image (brush: mask)"}, "only pictures have no default"
     kwargs.update({p["parameter_name"]: None for p in missing})
     gallery, text = client.predict(**kwargs, api_name="/txt2img")
     assert len(gallery) == 1, "the grid alone (sub images off)"
@@ -93,9 +93,10 @@ def test_pasting_an_infotext_restores_controlnet_units(app_with_scripts):
             'ControlNet is more important"')
     values = client.predict(text, api_name="/paste_prompt")
     start = values.index("canny") - 1
-    assert list(values[start:start + 13]) == [True, "canny", {"__type__": "update"}, 0.8, "Just Resize", 256, 50.0, 120.0,
-                                        0.1, 0.9, True, "ControlNet is more important", {"__type__": "update"}]
-    assert values[start + 13] is False and values[start + 26] is False  # units 1 and 2: not in the infotext
+    keep = {"__type__": "update"}
+    assert list(values[start:start + 14]) == [True, "canny", keep, 0.8, "Just Resize", 256, 50.0, 120.0, 0.1, 0.9,
+                                              True, "ControlNet is more important", keep, keep]
+    assert values[start + 14] is False and values[start + 28] is False  # units 1 and 2: not in the infotext
 
 
 def test_controlnet_infotext_parses_back_to_the_unit():

@@ -13,7 +13,8 @@ TITLE = "ControlNet"
 UNITS = 3  # the extension's default "Multi-ControlNet: ControlNet unit number" (setting control_net_unit_count)
 # one unit's controls, in the order they are the script's arguments
 UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "resize_mode", "processor_res", "threshold_a",
-               "threshold_b", "guidance_start", "guidance_end", "pixel_perfect", "control_mode", "hr_option")
+               "threshold_b", "guidance_start", "guidance_end", "pixel_perfect", "control_mode", "hr_option",
+               "cfg_resolution_weighting")
 
 
 def unit_count() -> int:
@@ -55,12 +56,34 @@ def _image(value):
     return open_base64(value, MAX_INIT_PIXELS, "ControlNet image")
 
 
+def editor_picture(value):
+    """The unit's canvas (a gradio ImageEditor value: the uploaded picture as background, the brush strokes as
+    layers) → (picture, mask or None). The picture keeps real transparency (an inpaint unit's mask, as the
+    extension reads it) and drops an alpha channel that is opaque everywhere; strokes are the mask, white where
+    drawn (the img2img inpaint rule). A plain picture (tests, scripts) passes through."""
+    if not isinstance(value, dict) or "background" not in value:
+        return _image(value), None
+    from PIL import Image
+
+    from webui.ui.img2img import layers_mask
+
+    picture = value.get("background")
+    if picture is None:
+        return None, None
+    if not hasattr(picture, "convert"):
+        picture = Image.fromarray(picture) if hasattr(picture, "shape") else Image.open(picture)
+    if picture.mode in ("RGBA", "LA") and picture.getchannel("A").getextrema()[0] == 255:
+        picture = picture.convert("RGB")
+    mask = layers_mask(value, picture.size)
+    return picture, (mask if mask.getextrema()[1] > 0 else None)
+
+
 def units_from_args(args) -> list[ControlUnit]:
     """The API's unit dicts (the slots after them keep the UI's defaults, as A1111 fills a script's arguments),
     or the UI's flat values (UNIT_FIELDS per unit)."""
     if not args:
         return []
-    given = [a for a in args if isinstance(a, dict)]
+    given = [a for a in args if isinstance(a, dict) and "background" not in a]  # not a unit canvas's value
     if given:
         units = []
         for data in given:
@@ -79,7 +102,7 @@ def units_from_args(args) -> list[ControlUnit]:
     for start in range(0, len(args), len(UNIT_FIELDS)):
         values = dict(zip(UNIT_FIELDS, args[start:start + len(UNIT_FIELDS)]))
         if values["enabled"]:
-            values["image"] = _image(values["image"])
+            values["image"], values["mask"] = editor_picture(values["image"])
             units.append(ControlUnit(**values).checked())
     return units
 
@@ -110,10 +133,15 @@ class Script(scripts.Script):
         return controls
 
     def _unit_ui(self, gr, prefix):
+        from webui.ui.image_inputs import limit_editor
+
         enabled = gr.Checkbox(label="Enable", value=False, elem_id=f"{prefix}_enable")
         with gr.Row():
-            # image_mode None keeps an uploaded picture's transparency: an inpaint unit's mask
-            image = gr.Image(label="Control image", type="pil", image_mode=None, elem_id=f"{prefix}_image")
+            # a canvas as the extension's: upload the picture, paint a mask with the brush (inpaint units)
+            image = limit_editor(gr.ImageEditor(
+                label="Control image (brush: mask)", type="pil", image_mode="RGBA", format="png", layers=False,
+                sources=("upload", "clipboard"), brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                elem_id=f"{prefix}_image"))
             shown = gr.Image(label="Preprocessor preview", type="pil", interactive=False)
         with gr.Row():
             module = gr.Dropdown(module_names(), value="none", label="Preprocessor")
@@ -132,11 +160,13 @@ class Script(scripts.Script):
         control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode")
         resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode")
         hr_option = gr.Radio(list(HR_OPTIONS), value="Both", label="Hires-Fix Option")
+        cfg_weighting = gr.Checkbox(label="CFG resolution weighting (layer weight 64/h on the prompt's branch)",
+                                    value=False)
         refresh.click(lambda: gr.update(choices=model_titles()), outputs=model, api_name=False)
         preview.click(_preview, inputs=[image, module, resolution, threshold_a, threshold_b], outputs=shown,
                       api_name=False)
         return [enabled, image, module, model, weight, resize_mode, resolution, threshold_a, threshold_b, start, end,
-                pixel_perfect, control_mode, hr_option]
+                pixel_perfect, control_mode, hr_option, cfg_weighting]
 
     def process(self, p, *args):
         units = [u for u in units_from_args(args) if u.enabled]
@@ -198,6 +228,7 @@ def pasted_fields(index: int, components: dict) -> list:
 
 
 def _preview(image, module, resolution, a, b):
+    image = editor_picture(image)[0]
     if image is None:
         raise UserError("upload a control image first")
     return preprocess.run(module, image, int(resolution), float(a), float(b), annotators_dir=annotators_dir())
