@@ -157,8 +157,9 @@ AUX_WHEEL = Path(__file__).resolve().parents[2] / ".venv" / "oracles" / "control
 
 
 def load_controlnet_aux(detector: str) -> types.ModuleType:
-    """controlnet_aux.<detector> (e.g. "hed") from the wheel scripts/setup-env.sh downloads, without running the
-    package's __init__ (it imports every detector and their heavy dependencies)."""
+    """controlnet_aux.<detector> (e.g. "hed", "lineart", "pidi", "mlsd") from the wheel scripts/setup-env.sh
+    downloads, without running the package's __init__ (it imports every detector and their heavy dependencies).
+    Every detector asked for is extracted into the same folder, the one the stand-in package points at."""
     import tempfile
     import zipfile
 
@@ -167,14 +168,17 @@ def load_controlnet_aux(detector: str) -> types.ModuleType:
     name = f"controlnet_aux.{detector}"
     if name in sys.modules:
         return sys.modules[name]
-    root = Path(tempfile.mkdtemp(prefix="controlnet-aux-"))
+    package = sys.modules.get("controlnet_aux")
+    if package is None:
+        package = types.ModuleType("controlnet_aux")
+        package.__path__ = [str(Path(tempfile.mkdtemp(prefix="controlnet-aux-")) / "controlnet_aux")]
+        sys.modules["controlnet_aux"] = package
+    root = Path(package.__path__[0]).parent
     with zipfile.ZipFile(AUX_WHEEL) as wheel:
         for member in wheel.namelist():
             if member == "controlnet_aux/util.py" or member.startswith(f"controlnet_aux/{detector}/"):
                 wheel.extract(member, root)
-    package = types.ModuleType("controlnet_aux")
-    package.__path__ = [str(root / "controlnet_aux")]
-    sys.modules.setdefault("controlnet_aux", package)
+    importlib.invalidate_caches()
     return importlib.import_module(name)
 
 

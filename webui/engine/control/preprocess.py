@@ -34,6 +34,15 @@ def modules(annotators_dir=None) -> list[str]:
     return [*DEFAULTS, *annotators.available(annotators_dir)]
 
 
+def thresholds(module: str, a: float | None = -1, b: float | None = -1) -> tuple:
+    """Threshold A and B as `module` uses them: a value left at -1 (or None) is the preprocessor's default."""
+    from . import annotators
+
+    default_a, default_b = DEFAULTS.get(module) or annotators.DEFAULTS.get(module, (None, None))
+    return (default_a if (a is None or a < 0) and default_a is not None else a,
+            default_b if (b is None or b < 0) and default_b is not None else b)
+
+
 def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b: float = -1,
         seed: int = 0, annotators_dir=None) -> Image.Image:
     """The detected map for `image` (RGB picture), as the extension's preprocessor `module` makes it; `seed`
@@ -45,14 +54,12 @@ def run(module: str, image: Image.Image, resolution: int = 512, a: float = -1, b
 
     if module in annotators.ANNOTATORS:
         pixels = _resize_short(np.asarray(image.convert("RGB")), resolution if resolution and resolution > 0 else 512)
-        out = annotators.run(module, pixels, annotators_dir)
+        out = annotators.run(module, pixels, annotators_dir, *thresholds(module, a, b))
         return Image.fromarray(np.stack([out] * 3, axis=-1))
     if module not in DEFAULTS:
         raise UserError(f"ControlNet preprocessor {module!r} is not available here (available: "
                         f"{', '.join(modules(annotators_dir))})")
-    default_a, default_b = DEFAULTS[module]
-    a = default_a if (a is None or a < 0) and default_a is not None else a
-    b = default_b if (b is None or b < 0) and default_b is not None else b
+    a, b = thresholds(module, a, b)
     rgb = np.asarray(image.convert("RGB"))
     if module in PASSTHROUGH:
         return Image.fromarray(rgb)

@@ -143,8 +143,7 @@ def residual_patch(prepared: list[PreparedUnit], width: int, height: int):
 def infotext(index: int, item: PreparedUnit) -> tuple[str, str]:
     """The extension's `ControlNet N` infotext entry for one unit."""
     u = item.unit
-    a = u.threshold_a if u.threshold_a >= 0 else preprocess.DEFAULTS.get(u.module, (None, None))[0]
-    b = u.threshold_b if u.threshold_b >= 0 else preprocess.DEFAULTS.get(u.module, (None, None))[1]
+    a, b = preprocess.thresholds(u.module, u.threshold_a, u.threshold_b)
     fields = [("Module", u.module), ("Model", item.title), ("Weight", u.weight), ("Resize Mode", u.resize_mode),
               ("Processor Res", u.processor_res), ("Threshold A", float(a if a is not None else -1)),
               ("Threshold B", float(b if b is not None else -1)), ("Guidance Start", u.guidance_start),

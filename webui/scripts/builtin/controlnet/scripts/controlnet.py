@@ -154,8 +154,9 @@ class Script(scripts.Script):
             end = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="Ending Control Step")
         with gr.Row():
             resolution = gr.Slider(64, 2048, value=512, step=1, label="Preprocessor Resolution")
-            threshold_a = gr.Slider(-1, 255, value=-1, step=1, label="Threshold A (-1: the preprocessor's)")
-            threshold_b = gr.Slider(-1, 255, value=-1, step=1, label="Threshold B (-1: the preprocessor's)")
+            # fractional steps: MLSD's thresholds are 0.1-scale, canny's are grey levels
+            threshold_a = gr.Slider(-1, 255, value=-1, step=0.01, label="Threshold A (-1: the preprocessor's)")
+            threshold_b = gr.Slider(-1, 255, value=-1, step=0.01, label="Threshold B (-1: the preprocessor's)")
         pixel_perfect = gr.Checkbox(label="Pixel Perfect", value=False)
         control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode")
         resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode")
