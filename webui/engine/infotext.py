@@ -90,6 +90,8 @@ def _special_fields(p: GenerationParams) -> dict:
         "Variation seed strength": p.subseed_strength if varied else None,
         "Seed resize from": f"{p.seed_resize_from_w}x{p.seed_resize_from_h}" if resized else None,
         "Clip skip": p.clip_skip if p.clip_skip and p.clip_skip > 1 else None,  # 1 is the model's own last layer
+        "Token merging ratio": p.token_merging_ratio or None,
+        "Token merging ratio hr": p.token_merging_ratio_hr if p.enable_hr and p.token_merging_ratio_hr else None,
         "Masked area padding": p.inpaint_full_res_padding if p.inpaint_full_res else None,
         "Hires upscale": p.hr_scale if p.enable_hr and not (p.hr_resize_x or p.hr_resize_y) else None,
         "Hires resize": f"{p.hr_resize_x}x{p.hr_resize_y}" if p.enable_hr and (p.hr_resize_x or p.hr_resize_y)

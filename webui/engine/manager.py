@@ -30,6 +30,7 @@ from .models.checkpoints import (
     resolve_checkpoint,
     short_hash,
 )
+from .models.precision import default_dtype
 from .models.vae import VAEInfo, list_vaes, load_vae, resolve_vae
 from .infotext import format_infotext
 from .lora.activation import ModelLoras, lora_requests
@@ -121,10 +122,6 @@ def check_device(name: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UserError(f"device {str(name)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
     return device
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 class PipelineManager:
@@ -580,7 +577,7 @@ class PipelineManager:
             model = self.ensure_model(params.model)
             self._apply_vae(model, params.vae or settings.sd_vae)
             self._apply_attention(model, settings)
-            request = resolve(params, settings)
+            request = resolve(params, settings, img2img=prepare_init is not None)
             start = None
             if prepare_init is not None:  # before the LoRAs: a bad image must not cost a merge
                 prepared = prepare_init(model, request, settings)

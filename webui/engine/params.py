@@ -103,6 +103,14 @@ class GenerationParams:
     clip_skip: int | None = param(None, label="Clip skip", minimum=1, maximum=CLIP_SKIP_MAX, infotext="Clip skip",
                                   cli="--clip-skip", cli_group=_SAMPLER,
                                   help="stop CLIP this many layers from the end")
+    # ToMe for SD on the UNet's self-attention (A1111's token merging): faster, slightly different pictures.
+    # Written to infotext only when not 0; "hr" only with hires fix (infotext.py).
+    token_merging_ratio: float | None = param(None, label="Token merging ratio", minimum=0.0, maximum=0.9,
+                                              infotext="Token merging ratio", cli="--token-merging-ratio",
+                                              cli_group=_SAMPLER, help="ToMe ratio of the sampling pass")
+    token_merging_ratio_hr: float | None = param(None, label="Token merging ratio hr", minimum=0.0, maximum=0.9,
+                                                 infotext="Token merging ratio hr", cli="--token-merging-ratio-hr",
+                                                 cli_group=_SAMPLER, help="ToMe ratio of the hires pass")
     emphasis: str | None = param(None, label="Emphasis", choices=EMPHASIS_MODES, infotext="Emphasis",
                                  cli="--emphasis", cli_group=_SAMPLER, help="emphasis mode")
     # The checkpoint: a name, title, hash or path to load; on written infotext, the loaded model's name.

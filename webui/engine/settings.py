@@ -43,6 +43,12 @@ class Settings:
     always_discard_next_to_last_sigma: bool = param(False, label="Always discard next-to-last sigma")
     beta_dist_alpha: float = param(0.6, label="Beta schedule alpha", minimum=0.01, maximum=1.0)
     beta_dist_beta: float = param(0.6, label="Beta schedule beta", minimum=0.01, maximum=1.0)
+    # token merging (tomesd): 0 = off; img2img / hires fix use theirs when not 0, else the first
+    token_merging_ratio: float = param(0.0, label="Token merging ratio", minimum=0.0, maximum=0.9)
+    token_merging_ratio_img2img: float = param(0.0, label="Token merging ratio for img2img", minimum=0.0,
+                                               maximum=0.9)
+    token_merging_ratio_hr: float = param(0.0, label="Token merging ratio for high-res pass", minimum=0.0,
+                                          maximum=0.9)
     # img2img
     img2img_fix_steps: bool = param(False, label="With img2img, do exactly the amount of steps the slider specifies")
     initial_noise_multiplier: float = param(1.0, label="Noise multiplier for img2img", noun="noise multiplier",

@@ -186,7 +186,8 @@ def hires_fields(enable_hr=False, hr_upscaler=None, hr_steps=0, denoise=None, hr
 
 # infotext keys of request fields with no control on the tab: pasted, they become "Override settings" chips
 OVERRIDE_KEYS = ("Clip skip", "ENSD", "RNG", "Emphasis", "Eta", "Eta DDIM", "Sigma churn", "Sigma tmin",
-                 "Sigma tmax", "Sigma noise", "Schedule min sigma", "Schedule max sigma", "Schedule rho", "VAE")
+                 "Sigma tmax", "Sigma noise", "Schedule min sigma", "Schedule max sigma", "Schedule rho", "VAE",
+                "Token merging ratio", "Token merging ratio hr")
 
 
 def override_chips(p: GenerationParams) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from ..errors import UserError
 from ..imaging import upscalers
 from ..imaging.upscalers import UnknownUpscaler
+from ..models import token_merging
 from ..params import SIZE_MAX, SIZE_MIN, GenerationParams
 from ..samplers import sampling
 from ..samplers.sampling import img2img_steps
@@ -221,7 +222,8 @@ class SecondPass:
         if before_sampling is not None:
             before_sampling("hires", begin.x, self.conditioning)
         callback = callback_for(self.sampling_steps)
-        out = sampling.run(self.plan, model, begin, rng, seeds, device, callback=callback)
+        with token_merging.merged(self.components.unet, p.token_merging_ratio_hr):
+            out = sampling.run(self.plan, model, begin, rng, seeds, device, callback=callback)
         if not bool(torch.isfinite(out).all()) and callback is not None:
             callback({"i": self.sampling_steps - 1, "denoised": out})  # the last step's NaN check
         return out

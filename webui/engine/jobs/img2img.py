@@ -129,7 +129,7 @@ def prepare(components, params: GenerationParams, settings: Settings, init_image
             mask: Image.Image | None = None) -> Prepared:
     """Everything A1111's img2img init does before sampling. `params` is the validated request, resolved
     against `settings` (the job's snapshot) here if it is not yet."""
-    params = resolve(params, settings)
+    params = resolve(params, settings, img2img=True)
     width, height = params.width, params.height
     strength = DEFAULT_STRENGTH if params.denoising_strength is None else params.denoising_strength
     warnings: list[str] = []

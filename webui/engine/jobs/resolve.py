@@ -12,6 +12,7 @@ FALLBACKS = {
     "s_noise": "s_noise", "ensd": "eta_noise_seed_delta", "rng": "randn_source", "sigma_min": "sigma_min",
     "sigma_max": "sigma_max", "rho": "rho", "clip_skip": "CLIP_stop_at_last_layers", "emphasis": "emphasis",
     "initial_noise_multiplier": "initial_noise_multiplier", "inpainting_mask_weight": "inpainting_mask_weight",
+    "token_merging_ratio": "token_merging_ratio",
 }
 
 
@@ -19,10 +20,17 @@ FALLBACKS = {
 _FALSY_IS_UNSET = ("clip_skip", "emphasis")
 
 
-def resolve(params: GenerationParams, settings: Settings) -> GenerationParams:
+def resolve(params: GenerationParams, settings: Settings, img2img: bool = False) -> GenerationParams:
+    """`img2img`: the job starts from a picture (A1111 then merges tokens at its img2img ratio when not 0)."""
+    if img2img and params.token_merging_ratio is None and settings.token_merging_ratio_img2img:
+        params = params.replace(token_merging_ratio=settings.token_merging_ratio_img2img)
     def unset(name):
         value = getattr(params, name)
         return value is None or (name in _FALSY_IS_UNSET and not value)
 
-    return params.replace(**{name: getattr(settings, setting) for name, setting in FALLBACKS.items()
-                             if unset(name)})
+    resolved = params.replace(**{name: getattr(settings, setting) for name, setting in FALLBACKS.items()
+                                 if unset(name)})
+    if resolved.token_merging_ratio_hr is None:  # A1111: the hires setting if not 0, else the first pass's ratio
+        resolved = resolved.replace(token_merging_ratio_hr=settings.token_merging_ratio_hr
+                                    or resolved.token_merging_ratio)
+    return resolved

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from ..models import token_merging
 from ..params import GenerationParams
 from ..patches import JobPatches
 from ..prompts.conditioning import build_conditioning
@@ -196,7 +197,8 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
         try:
             if control.before_sampling is not None:
                 control.before_sampling("first", begin.x, conditioning)
-            latents = sampling.run(plan, model, begin, rng, batch_seeds, device, callback=step_callback)
+            with token_merging.merged(components.unet, params.token_merging_ratio):
+                latents = sampling.run(plan, model, begin, rng, batch_seeds, device, callback=step_callback)
             if nan_check is not None:
                 nan_check.check_result(latents)
             latents = start.finish_latents(latents, keep)
