@@ -192,14 +192,16 @@ class PipelineManager:
 
     def _build(self, info: CheckpointInfo) -> LoadedModel:
         if info.path.is_dir():
-            components = architecture.build_components_from_folder(info.path, device="cpu", dtype=self.dtype)
+            components = architecture.build_components_from_folder(info.path, device="cpu", dtype=self.dtype,
+                                                                   vae_dtype=self.vae_dtype)
             arch = components.arch
         else:
-            state_dict = read_state_dict(info.path)
+            state_dict = read_state_dict(info.path, self.dtype)
             check_vae_finite(state_dict, info.name)
             arch = architecture.detect(state_dict, architecture.sidecar_yaml(info.path))
             try:
-                components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype)
+                components = architecture.build_components(state_dict, arch, device="cpu", dtype=self.dtype,
+                                                           vae_dtype=self.vae_dtype)
             except (RuntimeError, ValueError, TypeError, KeyError) as e:
                 if isinstance(e, (UserError, torch.OutOfMemoryError)):
                     raise

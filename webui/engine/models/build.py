@@ -129,8 +129,9 @@ def finish(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
     return module
 
 
-def finish_components(modules: Modules, arch: Architecture, device, dtype) -> Components:
-    """SDPA attention, device/dtype, eval mode; tokenizers from the architecture's folders."""
+def finish_components(modules: Modules, arch: Architecture, device, dtype, vae_dtype=None) -> Components:
+    """SDPA attention, device/dtype (the VAE's own when given: --no-half-vae must not pass the VAE's weights
+    through fp16 on their way to fp32), eval mode; tokenizers from the architecture's folders."""
     from diffusers.models.attention_processor import AttnProcessor2_0
     from transformers import CLIPTokenizer
 
@@ -139,7 +140,7 @@ def finish_components(modules: Modules, arch: Architecture, device, dtype) -> Co
     modules.vae.set_attn_processor(AttnProcessor2_0())
     for module in modules:
         if module is not None:
-            finish(module, device, dtype)
+            finish(module, device, vae_dtype if module is modules.vae and vae_dtype is not None else dtype)
     # Loaded fresh per build (~0.1 s) so a caller may add tokens without touching other models' tokenizers.
     tokenizers = [CLIPTokenizer.from_pretrained(str(d), local_files_only=True) if d is not None else None
                   for d in (arch.tokenizer_dir, arch.tokenizer_2_dir)]
@@ -148,7 +149,7 @@ def finish_components(modules: Modules, arch: Architecture, device, dtype) -> Co
 
 
 def build_components(state_dict: Mapping[str, torch.Tensor], arch: Architecture, device="cpu",
-                     dtype: torch.dtype = torch.float32) -> Components:
+                     dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype | None = None) -> Components:
     """UNet, VAE, text encoder(s) and tokenizer(s) for `arch`, holding exactly the checkpoint's weights.
 
     Tensors are assigned, not copied, where dtype and device already match. Keys outside the models
@@ -179,4 +180,4 @@ def build_components(state_dict: Mapping[str, torch.Tensor], arch: Architecture,
             def ldm_name(k, prefix=prefix):
                 return ldm_layout.text_encoder_key(k, prefix)
         load_weights(module, _tower_weights(state_dict, module, prefix, layout), tower.label, ldm_name)
-    return finish_components(modules, arch, device, dtype)
+    return finish_components(modules, arch, device, dtype, vae_dtype)

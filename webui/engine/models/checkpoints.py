@@ -95,14 +95,28 @@ def native_size(path: Path) -> tuple[int, int] | None:
     return width, height
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors or .ckpt file; a .ckpt is unpickled with weights_only, never running code."""
+def read_state_dict(path: Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or .ckpt file; a .ckpt is unpickled with weights_only, never running code.
+    `dtype`: the precision the model will run in; a .safetensors file stored in another one is read tensor by
+    tensor and cast as it is read (models/streamed.py: the peak stays near the loaded model's size), otherwise
+    its tensors are used in place. The VAE's tensors are kept as stored: they are checked for NaN/inf as the
+    file has them, and cast once, to the VAE's own precision, when it is built."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from . import streamed
+
+        def target(name: str):
+            return None if name.startswith(VAE_PREFIX) else dtype
+
+        try:
+            if dtype is not None and streamed.needs_cast(path, target):
+                return streamed.read(path, target)
+        except (streamed.FormatError, OSError):
+            pass  # safetensors' own reader says what is wrong with the file, below
         try:
             state_dict = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:

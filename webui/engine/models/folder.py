@@ -83,7 +83,8 @@ def _load(cls, folder: Path, sub: str, stem: str, dtype: torch.dtype, dtype_arg:
         raise ArchitectureError(f"cannot load {sub}/ of {folder}: {e}") from e
 
 
-def build_components_from_folder(path, device="cpu", dtype: torch.dtype = torch.float32) -> Components:
+def build_components_from_folder(path, device="cpu", dtype: torch.dtype = torch.float32,
+                                 vae_dtype: torch.dtype | None = None) -> Components:
     """UNet, VAE, text encoder(s) and tokenizer(s) of a diffusers model folder, read locally (no hub)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -92,10 +93,10 @@ def build_components_from_folder(path, device="cpu", dtype: torch.dtype = torch.
     arch = detect_folder(folder)
     # diffusers names the dtype argument torch_dtype, transformers 5 dtype.
     unet = _load(UNet2DConditionModel, folder, "unet", "diffusion_pytorch_model", dtype, "torch_dtype")
-    vae = _load(AutoencoderKL, folder, "vae", "diffusion_pytorch_model", dtype, "torch_dtype")
+    vae = _load(AutoencoderKL, folder, "vae", "diffusion_pytorch_model", vae_dtype or dtype, "torch_dtype")
     text = text_2 = None
     if arch.text_encoder_config is not None:
         text = _load(CLIPTextModel, folder, "text_encoder", "model", dtype, "dtype")
     if arch.text_encoder_2_config is not None:
         text_2 = _load(CLIPTextModelWithProjection, folder, "text_encoder_2", "model", dtype, "dtype")
-    return finish_components(Modules(unet, vae, text, text_2), arch, device, dtype)
+    return finish_components(Modules(unet, vae, text, text_2), arch, device, dtype, vae_dtype)
