@@ -31,6 +31,8 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32 even on a GPU")
     p.add_argument("--precision", choices=["full", "half", "bf16"], default=None,
                    help="full = --no-half; half = fp16 (the default on CUDA); bf16 (also usable on CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet and VAE decoder (each picture size compiles once, on first use)")
     memory = p.add_mutually_exclusive_group()
     memory.add_argument("--medvram", action="store_true",
                         help="keep weights in RAM; move text encoder, UNet and VAE to the GPU only while each runs")
@@ -188,7 +190,7 @@ def _manager(args):
                            vae_dtype=torch.float32 if (full or args.no_half_vae) else None,
                            offload="medvram" if args.medvram else "lowvram" if args.lowvram else "none",
                            lora_dir=args.lora_dir, nan_check=not args.disable_nan_check,
-                           controlnet_dir=args.controlnet_dir)
+                           controlnet_dir=args.controlnet_dir, compile="inductor" if args.compile else None)
 
 
 def _scripts(args, manager):

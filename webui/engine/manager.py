@@ -18,7 +18,7 @@ from .errors import UserError
 from .imaging import saving as images
 from .imaging.upscaler_models import UpscalerModels
 from .jobs.resolve import resolve
-from .models import attention
+from .models import attention, compiled
 from .models.checkpoints import (
     CheckpointError,
     CheckpointInfo,
@@ -128,11 +128,14 @@ class PipelineManager:
     def __init__(self, ckpt_dir: Path, data_dir: Path = Path("."), device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, embeddings_dir: Path | None = None, vae_dir: Path | None = None,
                  vae_dtype: torch.dtype | None = None, offload: str = "none", lora_dir: Path | None = None,
-                 nan_check: bool = True, settings_path: Path | None = None, controlnet_dir: Path | None = None):
+                 nan_check: bool = True, settings_path: Path | None = None, controlnet_dir: Path | None = None,
+                 compile: str | object | None = None):
         """offload: "none"; "medvram" (each of text encoder, UNet, VAE moved to the device only while it runs);
         "lowvram" (as medvram, and the UNet's submodules one at a time: least memory, slowest).
         nan_check: stop a job whose latent turns NaN/inf rather than save a black picture (--disable-nan-check).
-        settings_path: config.json to read the settings from and save every change to (None: not saved)."""
+        settings_path: config.json to read the settings from and save every change to (None: not saved).
+        compile: a torch.compile backend ("inductor" for --compile) to compile each loaded model's UNet and VAE
+        decoder with (models/compiled.py); None: eager."""
         self.ckpt_dir = Path(ckpt_dir)
         self.vae_dir = Path(vae_dir or Path(data_dir) / "models" / "VAE")
         self.vae_approx_dir = Path(data_dir) / "models" / "VAE-approx"  # TAESD preview decoders
@@ -149,6 +152,10 @@ class PipelineManager:
             raise ValueError(f"offload must be none, medvram or lowvram, got {offload!r}")
         self.offload = offload
         self.nan_check = nan_check
+        if compile is not None and offload == "lowvram":
+            log.warning("--compile is not used with --lowvram (its per-submodule moves break the graphs)")
+            compile = None
+        self.compile = compile
         # Loaded checkpoints by path, least recently used first; the active one is last.
         self.cache: OrderedDict[Path, LoadedModel] = OrderedDict()
         self.settings_path = Path(settings_path) if settings_path else None
@@ -211,6 +218,8 @@ class PipelineManager:
                                       f"({type(e).__name__}: {first[:300]})") from e
             del state_dict
         torch.nn.Module.to(components.vae, dtype=self.vae_dtype)  # nn.Module.to: diffusers' warns on casts
+        if self.compile is not None:
+            compiled.compile_components(components, self.compile)
         denoiser = DiscreteEpsDenoiser(components.unet, alphas_cumprod(arch.scheduler_config), arch.prediction_type)
         loaded = LoadedModel(info, self.hashes, components, denoiser, self._text_side(components),
                              baked_vae=components.vae, loras=ModelLoras(components))
