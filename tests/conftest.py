@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# the pixel references are fp32: --precision auto must not pick bf16 on a CPU that has it (tests/test_cli.py
+# checks the choice itself)
+os.environ["GOUACHE_CPU_BF16"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,9 @@ def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if present)")
     p.add_argument("--no-half", action="store_true", help="run the model in fp32 even on a GPU")
     p.add_argument("--no-half-vae", action="store_true", help="run the VAE in fp32 even on a GPU")
-    p.add_argument("--precision", choices=["full", "half", "bf16"], default=None,
-                   help="full = --no-half; half = fp16 (the default on CUDA); bf16 (also usable on CPU)")
+    p.add_argument("--precision", choices=["auto", "full", "half", "bf16"], default="auto",
+                   help="auto (default): fp16 on CUDA, bf16 on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32; "
+                        "full = --no-half; half = fp16; bf16")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet and VAE decoder (each picture size compiles once, on first use)")
     memory = p.add_mutually_exclusive_group()
@@ -179,11 +180,14 @@ def _paths(args) -> tuple[Path, Path]:
 def _manager(args):
     import torch
 
-    from .engine.manager import PipelineManager
+    from .engine.manager import PipelineManager, check_device
+    from .engine.models.precision import fast_dtype
 
     ckpt_dir, _ = _paths(args)
     full = args.no_half or args.precision == "full"
     dtype = torch.float32 if full else {"half": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
+    if dtype is None:  # auto
+        dtype = fast_dtype(check_device(args.device))
     return PipelineManager(ckpt_dir, args.data_dir, device=args.device, dtype=dtype,
                            settings_path=args.data_dir / "config.json",
                            embeddings_dir=args.embeddings_dir, vae_dir=args.vae_dir,
