@@ -109,3 +109,24 @@ def test_cli_nan_latent_is_one_error_line(tmp_path, tiny_files, capsys, monkeypa
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: NaN in the latent at step 1 of 2") and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not [p for p in (tmp_path / "out").rglob("*.png")]
+
+
+def test_the_gpu_check_names_the_same_step_without_a_sync_per_step():
+    """Deferred mode (used on CUDA): steps only record the first bad one on the device; after the last step the
+    job stops with the same message the immediate check gives."""
+    from webui.engine.samplers.sampling import NaNCheck
+
+    latents = [torch.zeros(1, 4, 2, 2)] * 2 + [torch.full((1, 4, 2, 2), float("nan"))] * 4
+    immediate, deferred = NaNCheck(6), NaNCheck(6, deferred=True)
+    with pytest.raises(NaNInLatent) as want:
+        for i, x in enumerate(latents):
+            immediate({"i": i, "denoised": x})
+    for i, x in enumerate(latents):
+        deferred({"i": i, "denoised": x})  # records, never raises here
+    with pytest.raises(NaNInLatent) as got:
+        deferred.check_result(torch.zeros(1))
+    assert str(got.value) == str(want.value) and str(got.value).startswith("NaN in the latent at step 3 of 6")
+    clean = NaNCheck(6, deferred=True)
+    for i in range(6):
+        clean({"i": i, "denoised": torch.zeros(1)})
+    assert clean.check_result(torch.zeros(1)) is not None

@@ -174,7 +174,8 @@ def generate(components, denoiser: DiscreteEpsDenoiser, params: GenerationParams
     steps = start.sampling_steps(plan)
     calls = steps * plan.model_calls_per_step + (second.model_calls if second is not None else 0)
     progress = _Progress(control, calls * params.n_iter)
-    nan_check = sampling.NaNCheck(steps) if control.nan_check else None
+    deferred = device.type == "cuda"  # no host sync per step on a GPU
+    nan_check = sampling.NaNCheck(steps, deferred) if control.nan_check else None
     step_callback = _step_callback(nan_check, control.on_step, steps)
     seeds, subseeds = job_seeds(params, params.batch_size * params.n_iter)
     latent_shape = (components.vae.config.latent_channels, params.height // 8, params.width // 8)

@@ -146,10 +146,14 @@ class NaNInLatent(UserError):
 
 class NaNCheck:
     """A sampler callback stopping the job at the first step whose prediction is not finite (A1111's
-    --disable-nan-check turns its check off). One isfinite per step: a sync, nothing next to a UNet call."""
+    --disable-nan-check turns its check off). On the CPU each step is checked at once (nothing to wait for); on
+    a GPU (`deferred`) a step only records, on the device, the first step that went wrong — no host sync in the
+    step loop — and check_result raises with that step's number after the last step."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, deferred: bool = False):
         self.total = total  # the sampler's steps, for the message
+        self.deferred = deferred
+        self.first_bad = None  # deferred: a device tensor, the first bad step (or `total + 1`: none yet)
 
     def message(self, step: int) -> str:
         of = f" of {self.total}" if step <= self.total else ""
@@ -159,11 +163,24 @@ class NaNCheck:
 
     def __call__(self, info: dict) -> None:
         latent = info.get("denoised", info.get("x"))
-        if latent is not None and not bool(torch.isfinite(latent).all()):
-            raise NaNInLatent(self.message(int(info.get("i", 0)) + 1))
+        if latent is None:
+            return
+        step = int(info.get("i", 0)) + 1
+        if self.deferred:
+            if self.first_bad is None:
+                self.first_bad = torch.full((), self.total + 1, dtype=torch.int64, device=latent.device)
+            bad = ~torch.isfinite(latent).all()
+            self.first_bad = torch.where(bad & (self.first_bad > self.total), step, self.first_bad)
+        elif not bool(torch.isfinite(latent).all()):
+            raise NaNInLatent(self.message(step))
 
     def check_result(self, latents: torch.Tensor) -> torch.Tensor:
-        """The last step's update, which no callback sees."""
+        """After the last step (one sync): a deferred check's first bad step, then the last step's update,
+        which no callback sees."""
+        if self.first_bad is not None:
+            first = int(self.first_bad)
+            if first <= self.total:
+                raise NaNInLatent(self.message(first))
         if not bool(torch.isfinite(latents).all()):
             raise NaNInLatent(self.message(self.total))
         return latents
