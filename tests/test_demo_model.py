@@ -253,3 +253,32 @@ def test_controlnet_training_resumes_and_writes_a_cldm_file_the_engine_reads_bac
     assert float(want[1].abs().max()) > 0.01
     for a, b in zip([*want[0], want[1]], [*got[0], got[1]]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+DEMO_CONTROLNET = DEMO.parents[1] / "ControlNet" / "gouache-demo-canny.safetensors"
+
+
+@needs_demo
+@pytest.mark.skipif(not DEMO_CONTROLNET.exists(), reason="the demo ControlNet is not committed")
+@pytest.mark.parametrize("place", ["left", "right"])
+def test_the_demo_controlnet_puts_the_shape_where_its_canny_map_says(demo_manager, place):
+    """A canny unit with the committed ControlNet and "a red shape" (a prompt naming no shape or place): the
+    object lands on the map's triangle (IoU ≥ 0.5) in at least 3 of 4 seeds; without the unit no seed does."""
+    import numpy as np
+
+    from webui.engine.control import residuals
+    from webui.engine.control.units import ControlUnit
+    from webui.engine.manager import JobOptions
+    from webui.engine.patches import JobPatches
+
+    source = shapes.render(shapes.Scene("black", (shapes.Thing("triangle", "white", place, "large"),)))
+    target = np.asarray(source.convert("L")) > 127
+    params = GenerationParams(prompt="a red shape", seed=1000, width=64, height=64, batch_size=4)
+    hits = {}
+    for label, units in (("unit", [ControlUnit(module="canny", model=DEMO_CONTROLNET.stem, image=source)]),
+                         ("none", [])):
+        patches = JobPatches()
+        extra = residuals.register(patches, [u.checked() for u in units], DEMO_CONTROLNET.parent, 64, 64, 1000)
+        pictures = demo_manager.txt2img(params.replace(extra=extra), None, task=JobOptions(patches=patches)).images
+        hits[label] = sum(judge.iou(judge.object_mask(p)[0], target) >= 0.5 for p in pictures)
+    assert hits["unit"] >= 3 and hits["none"] == 0, hits
