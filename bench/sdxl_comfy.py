@@ -130,8 +130,9 @@ def ensure_packages() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", *missing], check=True)
 
 
-def write_checkpoint(path: Path, seed: int = WEIGHT_SEED) -> None:
-    """A full-width SDXL base in the single-file layout, fp16, streamed tensor by tensor (RAM ~ one tensor).
+def write_checkpoint(path: Path, seed: int = WEIGHT_SEED, family: str = "sdxl") -> None:
+    """A full-width `family` base (SDXL; bench/compare.py: also "sd1") in the single-file layout, fp16, streamed
+    tensor by tensor (RAM ~ one tensor).
 
     Names and shapes come from the engine's meta-device modules through ldm_layout; values from tiny.py's
     _random (fan-in scaled matrices, norm scales near 1, small biases), one generator in key order."""
@@ -139,13 +140,16 @@ def write_checkpoint(path: Path, seed: int = WEIGHT_SEED) -> None:
 
     from webui.engine.models import empty_modules, make_architecture
     from webui.engine.models.ldm_layout import to_ldm_state_dict
-    from webui.engine.models.tiny import _extras, _random
+    from webui.engine.models.families import get_family
+    from webui.engine.models.tiny import _random
 
-    shapes = {k: v.shape for k, v in to_ldm_state_dict(*empty_modules(make_architecture("sdxl")),
-                                                       family="sdxl").items()}
-    extras = _extras("sdxl", "epsilon", {}, torch.Generator().manual_seed(seed + 1))
+    shapes = {k: v.shape for k, v in to_ldm_state_dict(*empty_modules(make_architecture(family)),
+                                                       family=family).items()}
+    extra_g = torch.Generator().manual_seed(seed + 1)
+    extras = get_family(family).tiny_extras(shapes, "epsilon", lambda name, shape: _random(name, torch.Size(shape),
+                                                                                             extra_g))
     names = sorted(shapes) + sorted(extras)
-    header, offset = {"__metadata__": {"format": "pt", "gouache": f"random sdxl base, seed {seed}"}}, 0
+    header, offset = {"__metadata__": {"format": "pt", "gouache": f"random {family} base, seed {seed}"}}, 0
     for name in names:
         shape = list(extras[name].shape) if name in extras else list(shapes[name])
         size = 2 * math.prod(shape)
@@ -269,8 +273,10 @@ def engine_side(scratch: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- ComfyUI side
 
-def import_comfy(root: Path):
-    """ComfyUI's comfy package from `root`, CPU only, with SDXL-irrelevant torchvision/torchaudio stubbed."""
+def import_comfy(root: Path, cpu: bool = True, fp16_weights: bool = True):
+    """ComfyUI's comfy package from `root` (on the CPU unless `cpu` is False), with SDXL-irrelevant
+    torchvision/torchaudio stubbed; `fp16_weights`: keep the file's fp16 weights (see below), else ComfyUI's own
+    default precision for the device."""
     import importlib.abc
     import importlib.machinery
     import types
@@ -300,9 +306,9 @@ def import_comfy(root: Path):
     comfy.options.enable_args_parsing(False)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = cpu
     # Keep the file's fp16 weights and compute in fp32 (manual cast): numerically the fp32 model, half the RAM.
-    args.fp16_unet = True
+    args.fp16_unet = fp16_weights
     import comfy.model_management
     import comfy.sample
     import comfy.samplers
