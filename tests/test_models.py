@@ -46,7 +46,7 @@ def test_switching_to_a_cached_model_reads_nothing_from_disk(three_models, monke
     first = image(m)
     m.load("other")
 
-    def no_disk(path):
+    def no_disk(path, *args):
         raise AssertionError(f"read {path} from disk")
 
     monkeypatch.setattr(manager_module, "read_state_dict", no_disk)

@@ -111,7 +111,10 @@ COMPUTED_EXTRA = ("TI hashes", "Pad conds", "Discard penultimate sigma", "Beta s
 def _infotext_base(params: GenerationParams, plan, prompt_info, record: dict) -> GenerationParams:
     """The params every image of the job writes, before its own seeds: what took effect, nothing pasted."""
     base = params.replace(batch_size=1, n_iter=1, clip_skip=params.clip_skip if params.clip_skip > 1 else None,
-                          emphasis=prompt_info.infotext.pop("Emphasis", None), **plan.record)
+                          emphasis=prompt_info.infotext.pop("Emphasis", None), **plan.record,
+                          token_merging_ratio=params.token_merging_ratio or None,  # written only when not 0
+                          token_merging_ratio_hr=params.token_merging_ratio_hr
+                          if params.enable_hr and params.token_merging_ratio_hr else None)
     base.extra = {k: v for k, v in params.extra.items() if k not in COMPUTED_EXTRA}
     base.extra.update(prompt_info.infotext)
     base.extra.update(plan.extra)
